@@ -1,0 +1,3 @@
+from devinit.cli import main
+
+main()

@@ -1,0 +1,205 @@
+"""Dapr component files: load and validate them into typed specs, render devinit's templates.
+
+Only ``state.*`` components are devinit's business; other kinds found in the folder (Dapr's
+own ``pubsub.yaml``, say) are skipped without complaint. A file that fails is reported with
+its path, the field and the reason, and the other files still load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devinit.errors import ComponentError
+
+#: the state store types devinit serves, with the module that implements each
+STATE_TYPES = ("state.redis", "state.sqlite", "state.in-memory", "state.postgresql")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One state store component as declared in a file."""
+
+    name: str
+    type: str
+    version: str
+    metadata: dict[str, str]
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, item: str, reason: str) -> ComponentError:
+        """A ComponentError for metadata item ``item`` of this component."""
+        err = ComponentError(str(self.path), f"spec.metadata.{item}", reason)
+        err.component = self.name  # type: ignore[attr-defined]
+        return err
+
+
+@dataclass
+class LoadResult:
+    """What a components folder held: the good specs and the errors, by file."""
+
+    specs: list[ComponentSpec]
+    errors: list[ComponentError]
+
+    def error_for(self, name: str) -> ComponentError | None:
+        """The load error of the component called ``name``, if it failed."""
+        for e in self.errors:
+            if getattr(e, "component", None) == name:
+                return e
+        return None
+
+
+def parse_duration(text: str | int | float, what: str) -> float:
+    """Seconds in a Go duration ("500ms", "1m30s") or a plain number of seconds."""
+    s = str(text).strip()
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise ValueError(f"{what}: {text!r} is not a duration (use e.g. 500ms, 2s, 1m)")
+    return total
+
+
+def parse_bool(text: str, what: str) -> bool:
+    """Dapr's boolean metadata: true/false, yes/no, 1/0 (any case)."""
+    s = str(text).strip().lower()
+    if s in ("true", "yes", "1", "on", "y"):
+        return True
+    if s in ("false", "no", "0", "off", "n", ""):
+        return False
+    raise ValueError(f"{what}: {text!r} is not a boolean (use true or false)")
+
+
+def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSpec | None:
+    where = str(path)
+    if not isinstance(doc, dict):
+        raise ComponentError(where, "(document)", "expected a mapping with apiVersion, kind, metadata and spec")
+    if doc.get("kind") != "Component":
+        if doc.get("kind") is None:
+            raise ComponentError(where, "kind", "missing; a component file says 'kind: Component'")
+        return None  # Configuration, Subscription, Resiliency...: not ours
+    api = doc.get("apiVersion")
+    if api != "dapr.io/v1alpha1":
+        raise ComponentError(where, "apiVersion", f"{api!r} is not supported; use dapr.io/v1alpha1")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise ComponentError(where, "metadata.name", "missing; every component needs a name")
+    name = meta["name"]
+    if not _NAME.match(name) or "||" in name:
+        raise ComponentError(where, "metadata.name", f"{name!r} is not a valid name (letters, digits, . _ -)")
+    scopes = doc.get("scopes")
+    if isinstance(scopes, list) and scopes and app_id and app_id not in scopes:
+        return None  # scoped to other apps, as in Dapr
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise _named(ComponentError(where, "spec", "missing; it holds type, version and metadata"), name)
+    ctype = spec.get("type")
+    if not isinstance(ctype, str) or not ctype:
+        raise _named(ComponentError(where, "spec.type", "missing; e.g. state.redis or state.sqlite"), name)
+    if not ctype.startswith("state."):
+        return None  # pub/sub, bindings...: devinit serves state stores only
+    if ctype not in STATE_TYPES:
+        raise _named(
+            ComponentError(where, "spec.type", f"{ctype!r} is not supported; use one of {', '.join(STATE_TYPES)}"),
+            name,
+        )
+    version = spec.get("version", "v1")
+    if str(version) not in ("v1", "v2"):
+        raise _named(ComponentError(where, "spec.version", f"{version!r} is not supported; use v1"), name)
+    items = spec.get("metadata") or []
+    if not isinstance(items, list):
+        raise _named(ComponentError(where, "spec.metadata", "must be a list of {name, value} entries"), name)
+    values: dict[str, str] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _named(ComponentError(where, f"spec.metadata[{i}]", "each entry needs a name and a value"), name)
+        if "secretKeyRef" in item:
+            raise _named(
+                ComponentError(
+                    where,
+                    f"spec.metadata.{item['name']}",
+                    "secretKeyRef is not supported by devinit; put the value inline (the file is 0600)",
+                ),
+                name,
+            )
+        value = item.get("value", "")
+        if isinstance(value, (dict, list)):
+            raise _named(ComponentError(where, f"spec.metadata.{item['name']}", "value must be a string"), name)
+        values[item["name"]] = "" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+    return ComponentSpec(name=name, type=ctype, version=str(version), metadata=values, path=path)
+
+
+def _named(err: ComponentError, name: str) -> ComponentError:
+    err.component = name  # type: ignore[attr-defined]
+    return err
+
+
+def component_files(folder: Path) -> list[Path]:
+    """The component files in ``folder`` (one level deep), sorted by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_components(folder: Path, app_id: str | None = None) -> LoadResult:
+    """Load every state component in ``folder``; bad files become errors, not exceptions."""
+    result = LoadResult([], [])
+    seen: dict[str, Path] = {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for path in component_files(folder):
+        try:
+            docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader))
+        except (OSError, UnicodeDecodeError) as e:
+            result.errors.append(ComponentError(str(path), "(file)", f"cannot be read: {e}"))
+            continue
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            reason = getattr(e, "problem", None) or str(e)
+            result.errors.append(ComponentError(str(path), "(yaml)", f"not valid YAML{where}: {reason}"))
+            continue
+        for doc in docs:
+            if doc is None:
+                continue
+            try:
+                spec = _component_from_doc(doc, path, app_id)
+            except ComponentError as e:
+                result.errors.append(e)
+                continue
+            if spec is None:
+                continue
+            if spec.name in seen:
+                result.errors.append(
+                    ComponentError(str(path), "metadata.name", f"{spec.name!r} is already defined in {seen[spec.name]}")
+                )
+                continue
+            seen[spec.name] = path
+            result.specs.append(spec)
+    return result
+
+
+def render_template(name: str, **values: str) -> str:
+    """Fill ``templates/<name>.yaml``: each ``{{key}}`` becomes ``values[key]`` as a quoted YAML string."""
+    text = resources.files("devinit.templates").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    for key, value in values.items():
+        # A JSON string is a valid double-quoted YAML scalar: safe for any password or path.
+        text = text.replace("{{" + key + "}}", json.dumps(value))
+    if "{{" in text:
+        raise ValueError(f"template {name}: unfilled placeholder in {text!r}")
+    return text

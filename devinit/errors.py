@@ -1,0 +1,92 @@
+"""Every error devinit raises on purpose.
+
+The CLI catches ``DevinitError`` alone and prints ``Error: <message>``; anything else is a bug
+and keeps its traceback. The state API maps ``ApiError`` to its wire form (HTTP status and
+JSON body, or a gRPC status).
+
+DevinitError                 base: something the user can act on; the message says what to do
+├── UsageError               a bad option value or combination given to the CLI
+├── ComponentError           a component file that cannot be loaded (path, field, reason)
+├── DockerError              the Docker engine is unreachable or refused a request
+│   └── ImagePullError       an image is not present and could not be pulled
+├── ReadinessTimeout         a container or server did not become ready in time (with its logs)
+├── DaemonError              the background server could not be started, found or stopped
+├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
+│   └── EtagMismatch         a conditional write or delete found another etag (or no item)
+└── ApiError                 a state API call failed: carries errorCode and HTTP/gRPC status
+"""
+
+from __future__ import annotations
+
+
+class DevinitError(Exception):
+    """Base of every error devinit raises on purpose; the message is for the user."""
+
+
+class UsageError(DevinitError):
+    """A CLI option has a bad value, or options that cannot go together were given."""
+
+
+class ComponentError(DevinitError):
+    """A component file could not be loaded; names the file, the field and the reason."""
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        self.path = path
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{path}: {field}: {reason}")
+
+
+class DockerError(DevinitError):
+    """The Docker engine could not be reached, or it refused a request."""
+
+
+class ImagePullError(DockerError):
+    """An image was not present locally and pulling it failed."""
+
+
+class ReadinessTimeout(DevinitError):
+    """Something devinit started did not become ready before its deadline."""
+
+
+class DaemonError(DevinitError):
+    """The background state server could not be started, found or stopped."""
+
+
+class StoreError(DevinitError):
+    """A store failed: unreachable, timed out, or an error from the database itself.
+
+    Raised by stores with a message naming what failed; the runtime turns it into an
+    ``ApiError`` with the error code of the operation (HTTP 500, gRPC INTERNAL).
+    """
+
+
+class EtagMismatch(StoreError):
+    """A write or delete carried an etag (or first-write) that the stored item does not match.
+
+    ``keys`` are the keys (as the store sees them) whose check failed.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__("etag mismatch for key(s) " + ", ".join(keys))
+
+
+class ApiError(DevinitError):
+    """A state API call failed; carries Dapr's errorCode and the HTTP and gRPC status.
+
+    ``grpc_code`` is the name of a ``grpc.StatusCode`` member, so that this module does not
+    import grpc.
+    """
+
+    def __init__(self, error_code: str, message: str, http_status: int, grpc_code: str) -> None:
+        self.error_code = error_code
+        self.message = message
+        self.http_status = http_status
+        self.grpc_code = grpc_code
+        super().__init__(message)
+
+
+def malformed(message: str) -> ApiError:
+    """A request that cannot be understood: 400 / INVALID_ARGUMENT."""
+    return ApiError("ERR_MALFORMED_REQUEST", message, 400, "INVALID_ARGUMENT")

@@ -1,0 +1,113 @@
+"""State stores: the contract (``base``) and one module per store type.
+
+``create_store`` turns a validated component spec into a store, importing only the module
+that store needs (the CLI stays fast when Redis is not in use).
+"""
+
+from __future__ import annotations
+
+from devinit.components import ComponentSpec, parse_bool, parse_duration
+from devinit.errors import ComponentError
+from devinit.state.base import Store
+
+#: metadata every store accepts (handled by the runtime or ignored on purpose)
+COMMON_METADATA = {"keyPrefix", "actorStateStore", "ttlInSeconds", "queryIndexes", "outboxPublishPubsub"}
+
+
+def _int(spec: ComponentSpec, item: str, default: int) -> int:
+    raw = spec.metadata.get(item)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise spec.error(item, f"{raw!r} is not an integer") from None
+
+
+def _seconds(spec: ComponentSpec, item: str, default: float | None) -> float | None:
+    raw = spec.metadata.get(item)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse_duration(raw, item)
+    except ValueError as e:
+        raise spec.error(item, str(e)) from None
+
+
+def _bool(spec: ComponentSpec, item: str) -> bool:
+    try:
+        return parse_bool(spec.metadata.get(item, "false"), item)
+    except ValueError as e:
+        raise spec.error(item, str(e)) from None
+
+
+def create_store(spec: ComponentSpec) -> Store:
+    """Build the store ``spec`` declares; raise ``ComponentError`` naming the bad field."""
+    if spec.type == "state.in-memory":
+        from devinit.state.memory import MemoryStore
+
+        return MemoryStore(spec.name)
+    if spec.type == "state.sqlite":
+        from devinit.state.sqlite import SqliteStore
+
+        database = spec.metadata.get("connectionString", "")
+        if not database:
+            raise spec.error("connectionString", "missing; give a database file path or :memory:")
+        table = spec.metadata.get("tableName", "state") or "state"
+        if not table.replace("_", "").isalnum():
+            raise spec.error("tableName", f"{table!r} is not a valid table name (letters, digits, _)")
+        cleanup = _seconds(spec, "cleanupInterval", 600.0)
+        return SqliteStore(
+            spec.name,
+            database,
+            table=table,
+            busy_timeout=_seconds(spec, "busyTimeout", 5.0) or 5.0,
+            cleanup_interval=cleanup if cleanup and cleanup > 0 else None,
+        )
+    if spec.type == "state.redis":
+        from devinit.state.redis import RedisStore
+
+        host_port = spec.metadata.get("redisHost", "")
+        if not host_port:
+            raise spec.error("redisHost", "missing; give host:port, e.g. 127.0.0.1:6379")
+        host, sep, port_text = host_port.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise spec.error("redisHost", f"{host_port!r} is not host:port, e.g. 127.0.0.1:6379")
+        redis_type = spec.metadata.get("redisType", "node") or "node"
+        if redis_type == "cluster":
+            raise spec.error("redisType", "cluster is not supported yet; use a single node (redisType: node)")
+        if redis_type != "node":
+            raise spec.error("redisType", f"{redis_type!r} is not node or cluster")
+        failover = _bool(spec, "failover")
+        master = spec.metadata.get("sentinelMasterName", "")
+        if failover and not master:
+            raise spec.error("sentinelMasterName", "missing; failover: true needs the Sentinel master's name")
+        return RedisStore(
+            spec.name,
+            host.strip("[]"),
+            int(port_text),
+            password=spec.metadata.get("redisPassword") or None,
+            username=spec.metadata.get("redisUsername") or None,
+            db=_int(spec, "redisDB", 0),
+            tls=_bool(spec, "enableTLS"),
+            dial_timeout=_seconds(spec, "dialTimeout", 2.0) or 2.0,
+            read_timeout=_seconds(spec, "readTimeout", 3.0) or 3.0,
+            sentinel_master=master if failover else None,
+        )
+    raise ComponentError(str(spec.path), "spec.type", f"{spec.type} is not supported yet")
+
+
+def default_ttl(spec: ComponentSpec) -> int | None:
+    """The component-level ``ttlInSeconds`` (applies to writes that give none)."""
+    raw = spec.metadata.get("ttlInSeconds")
+    if raw is None or raw == "":
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise spec.error("ttlInSeconds", f"{raw!r} is not an integer number of seconds") from None
+    if ttl == -1:
+        return None
+    if ttl <= 0:
+        raise spec.error("ttlInSeconds", f"{ttl} must be a positive number of seconds, or -1 for none")
+    return ttl
