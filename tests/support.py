@@ -1,0 +1,164 @@
+"""Helpers the tests share: free ports, real servers started as subprocesses, component files.
+
+Everything here starts real things (redis-server, `devinit serve`); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a real service is missing; under CI=true, a missing service is a failure."""
+    if not condition:
+        if CI:
+            pytest.fail(f"required under CI=true: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A real redis-server on a free port, in a temp dir; killed by stop()."""
+
+    def __init__(self, workdir: Path, *args: str, port: int | None = None) -> None:
+        need(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.args = args
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir), *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def component(name: str, ctype: str, metadata: Mapping[str, str] | None = None) -> str:
+    lines = [
+        "apiVersion: dapr.io/v1alpha1",
+        "kind: Component",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  type: {ctype}",
+        "  version: v1",
+        "  metadata:",
+    ]
+    for k, v in (metadata or {}).items():
+        lines += [f"  - name: {k}", f"    value: \"{v}\""]
+    if not metadata:
+        lines[-1] = "  metadata: []"
+    return "\n".join(lines) + "\n"
+
+
+def write_component(folder: Path, name: str, ctype: str, metadata: Mapping[str, str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(component(name, ctype, metadata))
+    return path
+
+
+class DevinitServer:
+    """`python -m devinit serve` as a subprocess on free ports; waits for /v1.0/healthz."""
+
+    def __init__(self, components: Path, *extra: str, env: Mapping[str, str] | None = None) -> None:
+        self.components = components
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = components.parent / f"serve-{self.http_port}.log"
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "devinit", "serve",
+                "--components-path", str(self.components),
+                "--http-port", str(self.http_port),
+                "--grpc-port", str(self.grpc_port),
+                *self.extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"devinit serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/v1.0/healthz", timeout=0.5).status_code == 204:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"devinit serve did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, kill: bool = False) -> int | None:
+        if self.proc is None:
+            return None
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return code
