@@ -18,6 +18,14 @@ import httpx
 import pytest
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def devinit_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a devinit subprocess: this checkout's package first."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def need(condition: bool, reason: str) -> None:
@@ -110,7 +118,7 @@ class DevinitServer:
         self.grpc_port = free_port()
         self.log_path = components.parent / f"serve-{self.http_port}.log"
         self.extra = extra
-        self.env = {**os.environ, **(env or {})}
+        self.env = devinit_env(env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
