@@ -1,0 +1,73 @@
+"""A store that goes away: errors within seconds (never a hang), then recovery by itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from conftest import store_component
+from support import DevinitServer, RedisServer
+
+# A request that hangs fails the test through this client timeout (a bound, not a timing).
+BOUND = httpx.Timeout(15.0)
+
+
+def test_redis_killed_and_restarted(tmp_path: Path):
+    rs = RedisServer(tmp_path / "redis")
+    folder = tmp_path / "components"
+    store_component("redis", folder, "statestore", rs)
+    srv = DevinitServer(folder)
+    url = srv.url + "/v1.0/state/statestore"
+    try:
+        with httpx.Client(timeout=BOUND) as c:
+            assert c.post(url, json=[{"key": "k", "value": 1}]).status_code == 204
+            rs.stop()
+            for call in (
+                lambda: c.get(url + "/k"),
+                lambda: c.post(url, json=[{"key": "k", "value": 2}]),
+                lambda: c.delete(url + "/k"),
+                lambda: c.post(url + "/bulk", json={"keys": ["k"]}),
+                lambda: c.post(url + "/transaction", json={"operations": [{"operation": "delete", "request": {"key": "k"}}]}),
+            ):
+                r = call()
+                assert r.status_code == 500, r.text
+                body = r.json()
+                assert body["errorCode"].startswith("ERR_STATE_")
+                assert "statestore" in body["message"] and rs.host in body["message"]
+            # health keeps Dapr's meaning: the components are loaded, so SDK clients still start
+            assert c.get(srv.url + "/v1.0/healthz").status_code == 204
+            rs.start()  # same port, empty data (no persistence in this test)
+            r = c.post(url, json=[{"key": "k", "value": 3}])
+            assert r.status_code == 204, r.text
+            assert c.get(url + "/k").json() == 3
+    finally:
+        srv.stop()
+        rs.stop()
+
+
+def test_redis_frozen_gives_errors_not_hangs(tmp_path: Path):
+    rs = RedisServer(tmp_path / "redis")
+    folder = tmp_path / "components"
+    store_component("redis", folder, "statestore", rs, {"readTimeout": "1s"})
+    srv = DevinitServer(folder)
+    url = srv.url + "/v1.0/state/statestore"
+    assert rs.proc is not None
+    try:
+        with httpx.Client(timeout=BOUND) as c:
+            assert c.post(url, json=[{"key": "k", "value": 1}]).status_code == 204
+            os.kill(rs.proc.pid, signal.SIGSTOP)
+            try:
+                r = c.get(url + "/k")
+                assert r.status_code == 500 and "statestore" in r.json()["message"]
+                r = c.post(url, json=[{"key": "k", "value": 2}])
+                assert r.status_code == 500
+            finally:
+                os.kill(rs.proc.pid, signal.SIGCONT)
+            r = c.get(url + "/k")
+            assert r.status_code == 200, r.text
+    finally:
+        srv.stop()
+        rs.stop()
