@@ -19,7 +19,7 @@ import yaml
 from devinit.errors import ComponentError
 
 #: the state store types devinit serves, with the module that implements each
-STATE_TYPES = ("state.redis", "state.sqlite", "state.in-memory")
+STATE_TYPES = ("state.redis", "state.sqlite", "state.in-memory", "state.postgresql")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

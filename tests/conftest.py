@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import CI, DevinitServer, RedisServer, write_component
+from support import CI, DevinitServer, PostgresServer, RedisServer, write_component
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -35,22 +35,42 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def store_component(kind: str, folder: Path, name: str, redis: RedisServer | None, extra: dict[str, str] | None = None) -> Path:
-    """Write a component called ``name`` of store ``kind`` into ``folder``."""
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster for the session (tests use unique keys or tables)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+def store_component(kind: str, folder: Path, name: str, redis: RedisServer | PostgresServer | None, extra: dict[str, str] | None = None) -> Path:
+    """Write a component called ``name`` of store ``kind`` into ``folder`` (``redis`` is the server for redis/postgres)."""
     extra = dict(extra or {})
     if kind == "memory":
         return write_component(folder, name, "state.in-memory", extra)
     if kind == "sqlite":
         return write_component(folder, name, "state.sqlite", {"connectionString": str(folder.parent / f"{name}.db"), **extra})
-    assert redis is not None
+    if kind == "postgres":
+        assert isinstance(redis, PostgresServer)
+        return write_component(folder, name, "state.postgresql", {"connectionString": redis.conninfo, **extra})
+    assert isinstance(redis, RedisServer)
     return write_component(folder, name, "state.redis", {"redisHost": redis.host, **extra})
+
+
+def backing_server(request: pytest.FixtureRequest, kind: str) -> RedisServer | PostgresServer | None:
+    """The session's database server a store of ``kind`` needs, if any."""
+    if kind == "redis":
+        return request.getfixturevalue("redis_server")
+    if kind == "postgres":
+        return request.getfixturevalue("postgres_server")
+    return None
 
 
 @pytest.fixture(scope="module", params=STORES)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevinitServer]:
     """A `devinit serve` with one store called ``statestore`` of each kind in turn."""
     kind: str = request.param
-    redis = request.getfixturevalue("redis_server") if kind == "redis" else None
+    redis = backing_server(request, kind)
     folder = tmp_path_factory.mktemp(f"serve-{kind}") / "components"
     store_component(kind, folder, "statestore", redis)
     srv = DevinitServer(folder)

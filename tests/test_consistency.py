@@ -84,3 +84,28 @@ def test_redis_strong_write_waits_for_the_replica(tmp_path: Path, redis_server: 
         srv.stop()
         replica.stop()
         master.stop()
+
+
+def test_postgres_strong_commit_is_synchronous(tmp_path: Path):
+    from support import PostgresServer
+
+    pg = PostgresServer(tmp_path / "pg", "log_statement=all")
+    folder = tmp_path / "components"
+    store_component("postgres", folder, "statestore", pg)
+    srv = DevinitServer(folder)
+    log = pg.workdir / "postgres.log"
+    try:
+        url = srv.url + "/v1.0/state/statestore"
+        mark = log.stat().st_size
+        assert httpx.post(url, json=[{"key": "e", "value": 1}]).status_code == 204
+        eventual = log.read_bytes()[mark:].decode()
+        assert "INSERT INTO" in eventual and "synchronous_commit = on" not in eventual
+        mark = log.stat().st_size
+        assert httpx.post(url, json=[{"key": "s", "value": 2, "options": {"consistency": "strong"}}]).status_code == 204
+        strong = log.read_bytes()[mark:].decode()
+        assert strong.index("SET LOCAL synchronous_commit = on") < strong.index("INSERT INTO") < strong.index("COMMIT")
+        # sessions default to asynchronous commit for eventual writes
+        assert "SET synchronous_commit = off" in log.read_text()
+    finally:
+        srv.stop()
+        pg.stop()

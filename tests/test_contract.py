@@ -476,6 +476,6 @@ def test_metadata(client, server):
     m = client.get("/v1.0/metadata").json()
     assert m["runtimeVersion"]
     (comp,) = m["components"]
-    kind = {"memory": "state.in-memory", "sqlite": "state.sqlite", "redis": "state.redis"}[server.kind]
+    kind = {"memory": "state.in-memory", "sqlite": "state.sqlite", "redis": "state.redis", "postgres": "state.postgresql"}[server.kind]
     assert comp["name"] == "statestore" and comp["type"] == kind
     assert {"ETAG", "TRANSACTIONAL", "TTL", "ACTOR"} <= set(comp["capabilities"])

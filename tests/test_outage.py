@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from conftest import store_component
-from support import DevinitServer, RedisServer
+from support import DevinitServer, PostgresServer, RedisServer
 
 # A request that hangs fails the test through this client timeout (a bound, not a timing).
 BOUND = httpx.Timeout(15.0)
@@ -71,3 +71,29 @@ def test_redis_frozen_gives_errors_not_hangs(tmp_path: Path):
     finally:
         srv.stop()
         rs.stop()
+
+
+def test_postgres_killed_and_restarted(tmp_path: Path):
+    pg = PostgresServer(tmp_path / "pg")
+    folder = tmp_path / "components"
+    store_component("postgres", folder, "statestore", pg, {"timeout": "2s"})
+    srv = DevinitServer(folder)
+    url = srv.url + "/v1.0/state/statestore"
+    try:
+        with httpx.Client(timeout=BOUND) as c:
+            # strong: acknowledged only once flushed, so it survives the SIGKILL below
+            strong = {"consistency": "strong"}
+            assert c.post(url, json=[{"key": "k", "value": 1, "options": strong}]).status_code == 204
+            pg.stop(fast=True)
+            for call in (lambda: c.get(url + "/k"), lambda: c.post(url, json=[{"key": "k", "value": 2}])):
+                r = call()
+                assert r.status_code == 500, r.text
+                assert "statestore" in r.json()["message"]
+            assert c.get(srv.url + "/v1.0/healthz").status_code == 204
+            pg.start()
+            ok = [c.get(url + "/k") for _ in range(3)]  # a pooled dead connection may fail once
+            assert ok[-1].status_code == 200 and ok[-1].json() == 1, [r.text for r in ok]
+            assert c.post(url, json=[{"key": "k", "value": 3}]).status_code == 204
+    finally:
+        srv.stop()
+        pg.stop()

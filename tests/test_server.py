@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from conftest import store_component
+from conftest import backing_server, store_component
 from support import DevinitServer, RedisServer, write_component
 
 
@@ -120,9 +120,9 @@ def test_key_prefix_and_dapr_redis_layout(tmp_path: Path, redis_server: RedisSer
         srv.stop()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
 def test_sigterm_stops_cleanly_and_data_stays(tmp_path: Path, request, kind):
-    rs = request.getfixturevalue("redis_server") if kind == "redis" else None
+    rs = backing_server(request, kind)
     folder = tmp_path / "components"
     store_component(kind, folder, "statestore", rs)
     srv = DevinitServer(folder)

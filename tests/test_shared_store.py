@@ -14,17 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import store_component
+from conftest import backing_server, store_component
 from support import DevinitServer
 
 CLIENTS = 8
 INCREMENTS = 25
 
 
-@pytest.fixture(scope="module", params=["redis", "sqlite"])
+@pytest.fixture(scope="module", params=["redis", "sqlite", "postgres"])
 def pair(request, tmp_path_factory) -> Iterator[list[DevinitServer]]:
     kind = request.param
-    redis = request.getfixturevalue("redis_server") if kind == "redis" else None
+    redis = backing_server(request, kind)
     base = tmp_path_factory.mktemp(f"shared-{kind}")
     servers = []
     for i in range(2):

@@ -41,6 +41,19 @@ def _bool(spec: ComponentSpec, item: str) -> bool:
         raise spec.error(item, str(e)) from None
 
 
+def _table(spec: ComponentSpec) -> str:
+    table = spec.metadata.get("tableName", "state") or "state"
+    if not table.replace("_", "").isalnum() or not table.isascii():
+        raise spec.error("tableName", f"{table!r} is not a valid table name (letters, digits, _)")
+    return table
+
+
+def _cleanup(spec: ComponentSpec) -> float | None:
+    """``cleanupInterval`` in seconds; 0 or negative turns the periodic cleanup off."""
+    seconds = _seconds(spec, "cleanupInterval", 600.0)
+    return seconds if seconds and seconds > 0 else None
+
+
 def create_store(spec: ComponentSpec) -> Store:
     """Build the store ``spec`` declares; raise ``ComponentError`` naming the bad field."""
     if spec.type == "state.in-memory":
@@ -53,16 +66,12 @@ def create_store(spec: ComponentSpec) -> Store:
         database = spec.metadata.get("connectionString", "")
         if not database:
             raise spec.error("connectionString", "missing; give a database file path or :memory:")
-        table = spec.metadata.get("tableName", "state") or "state"
-        if not table.replace("_", "").isalnum():
-            raise spec.error("tableName", f"{table!r} is not a valid table name (letters, digits, _)")
-        cleanup = _seconds(spec, "cleanupInterval", 600.0)
         return SqliteStore(
             spec.name,
             database,
-            table=table,
+            table=_table(spec),
             busy_timeout=_seconds(spec, "busyTimeout", 5.0) or 5.0,
-            cleanup_interval=cleanup if cleanup and cleanup > 0 else None,
+            cleanup_interval=_cleanup(spec),
         )
     if spec.type == "state.redis":
         from devinit.state.redis import RedisStore
@@ -93,6 +102,24 @@ def create_store(spec: ComponentSpec) -> Store:
             dial_timeout=_seconds(spec, "dialTimeout", 2.0) or 2.0,
             read_timeout=_seconds(spec, "readTimeout", 3.0) or 3.0,
             sentinel_master=master if failover else None,
+        )
+    if spec.type == "state.postgresql":
+        try:
+            from devinit.state.postgres import PostgresStore
+        except ImportError:
+            raise ComponentError(
+                str(spec.path), "spec.type", "state.postgresql needs psycopg: pip install 'devinit[postgres]'"
+            ) from None
+
+        conninfo = spec.metadata.get("connectionString", "")
+        if not conninfo:
+            raise spec.error("connectionString", "missing; e.g. host=127.0.0.1 user=postgres dbname=dapr")
+        return PostgresStore(
+            spec.name,
+            conninfo,
+            table=_table(spec),
+            timeout=_seconds(spec, "timeout", 5.0) or 5.0,
+            cleanup_interval=_cleanup(spec),
         )
     raise ComponentError(str(spec.path), "spec.type", f"{spec.type} is not supported yet")
 
