@@ -175,8 +175,26 @@ class PostgresStore(Store):
         found = await self._run("bulk get", q) if keys else {}
         return [found.get(k) for k in keys]
 
+    @staticmethod
+    async def _lock_in_order(conn: psycopg.AsyncConnection[Any], ops: Sequence[Op]) -> None:
+        """Take a transaction lock per key, in one global order, before touching rows.
+
+        Two transactions writing the same keys in opposite orders would otherwise deadlock
+        (PostgreSQL then aborts one with a 500). Advisory locks also cover keys not yet in
+        the table, which row locks cannot.
+        """
+        keys = sorted({op.key for op in ops})
+        if len(keys) > 1:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(k)) FROM "
+                "(SELECT k FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, i) ORDER BY i) AS ordered",
+                (keys,),
+            )
+
     async def _independent(self, what: str, ops: Sequence[Op], strong: bool) -> list[str]:
         async def q(c: psycopg.AsyncConnection[Any]) -> list[str]:
+            if strong:  # one transaction for the batch
+                await self._lock_in_order(c, ops)
             return [op.key for op in ops if not await self._apply(c, op)]
 
         return await self._run(what, q, strong)
@@ -197,6 +215,7 @@ class PostgresStore(Store):
 
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
         async def q(c: psycopg.AsyncConnection[Any]) -> None:
+            await self._lock_in_order(c, ops)
             failed = [op.key for op in ops if not await self._apply(c, op)]
             if failed:
                 raise EtagMismatch(failed)  # leaves the transaction block: rolled back
