@@ -28,6 +28,7 @@ from dapr.clients.grpc._request import TransactionalStateOperation, TransactionO
 from dapr.clients.grpc._state import Concurrency, Consistency, StateItem, StateOptions
 from dapr.conf import settings
 from dapr.proto import api_service_v1, api_v1, common_v1
+from dapr.proto.runtime.v1 import configuration_pb2
 
 from support import DevinitServer, devinit_env, free_port, write_component
 
@@ -335,6 +336,15 @@ def test_other_rpcs_are_unimplemented(dapr: DaprClient) -> None:
     assert code == grpc.StatusCode.UNIMPLEMENTED and "GetSecret" in message and "state" in message
 
 
+def test_streaming_rpcs_are_unimplemented(stub: api_service_v1.DaprStub) -> None:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        list(stub.SubscribeConfiguration(configuration_pb2.SubscribeConfigurationRequest(store_name="c")))
+    assert grpc_error(excinfo)[0] == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as excinfo:
+        list(stub.SubscribeTopicEventsAlpha1(iter([])))
+    assert grpc_error(excinfo)[0] == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_metadata(dapr: DaprClient, server: DevinitServer, http: httpx.Client) -> None:
     meta = dapr.get_metadata()
     over_http = http.get("/v1.0/metadata").json()
@@ -457,6 +467,11 @@ def test_api_token(token_server: DevinitServer, monkeypatch: pytest.MonkeyPatch,
                     call()
                 code, message = grpc_error(excinfo)
                 assert code == grpc.StatusCode.UNAUTHENTICATED and "dapr-api-token" in message
+    with grpc.insecure_channel(f"127.0.0.1:{token_server.grpc_port}") as channel:  # streaming RPCs too
+        stub = api_service_v1.DaprStub(channel)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            list(stub.SubscribeConfiguration(configuration_pb2.SubscribeConfigurationRequest(store_name="c")))
+        assert grpc_error(excinfo)[0] == grpc.StatusCode.UNAUTHENTICATED
     _point_sdk_at(monkeypatch, token_server, TOKEN)
     with DaprClient() as d:
         assert d.get_state(STORE, key).data == b"v"  # the refused save changed nothing

@@ -2,7 +2,7 @@
 
 The messages and the servicer base come from the generated stubs shipped in the ``dapr``
 package (no .proto files here). Only the state RPCs and GetMetadata are implemented; every
-other RPC of the service keeps the generated base's UNIMPLEMENTED answer. As in the HTTP
+other RPC of the service answers UNIMPLEMENTED, saying so. As in the HTTP
 front end, every rule that is not about the wire is the runtime's: this module turns
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
 gRPC status in one place (``_translate``).
@@ -29,7 +29,7 @@ from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc
 from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from devinit.errors import ApiError, malformed
+from devinit.errors import ApiError, DevinitError, malformed
 from devinit.server.http import dumps_value, loads, rfc3339
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
@@ -55,7 +55,7 @@ _ERROR_INFO_REASON = {
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
-class GrpcBindError(Exception):
+class GrpcBindError(DevinitError):
     """The gRPC server could not listen on the address asked for (port in use, bad host)."""
 
 
@@ -262,6 +262,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         except ApiError as e:
             return _deny(handler, e.message)
         return handler
+
 
 def _metadata_value(metadata: Iterable[Any], name: str) -> str | bytes | None:
     for entry in metadata:
