@@ -30,7 +30,7 @@ from dapr.conf import settings
 from dapr.proto import api_service_v1, api_v1, common_v1
 from dapr.proto.runtime.v1 import configuration_pb2
 
-from support import DevinitServer, devinit_env, free_port, write_component
+from support import DevinitServer, RedisServer, devinit_env, free_port, write_component
 
 STORE = "statestore"
 
@@ -510,3 +510,34 @@ def test_grpc_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert proc.returncode == 1
     assert f"port {port} in use" in proc.stderr and "--grpc-port" in proc.stderr
+
+
+def test_get_state_consistency_enum(dapr: DaprClient, stub: api_service_v1.DaprStub, key: str) -> None:
+    dapr.save_state(STORE, key, "v", options=StateOptions(consistency=Consistency.strong))
+    for consistency in (common_v1.StateOptions.CONSISTENCY_STRONG, common_v1.StateOptions.CONSISTENCY_EVENTUAL):
+        resp = stub.GetState(api_v1.GetStateRequest(store_name=STORE, key=key, consistency=consistency))
+        assert resp.data == b"v"
+
+
+def test_store_down_is_internal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    folder = tmp_path / "components"
+    write_component(folder, STORE, "state.redis", {"redisHost": redis.host})
+    srv = DevinitServer(folder, "--store-timeout", "5")
+    try:
+        _point_sdk_at(monkeypatch, srv)
+        with DaprClient() as d:
+            d.save_state(STORE, "k", "v")
+            redis.stop()
+            for call in (lambda: d.get_state(STORE, "k"), lambda: d.save_state(STORE, "k", "w"),
+                         lambda: d.execute_state_transaction(STORE, [TransactionalStateOperation("k", "w")])):
+                with pytest.raises(DaprGrpcError) as excinfo:
+                    call()
+                code, message = grpc_error(excinfo)
+                assert code == grpc.StatusCode.INTERNAL and STORE in message
+            redis.start()  # recovers by itself (the data is gone: redis ran without persistence)
+            d.save_state(STORE, "k", "again")
+            assert d.get_state(STORE, "k").data == b"again"
+    finally:
+        srv.stop()
+        redis.stop()
