@@ -437,7 +437,7 @@ TOKEN = "s3cret-" + uuid.uuid4().hex
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevinitServer]:
     folder = tmp_path_factory.mktemp("grpc-token") / "components"
     write_component(folder, STORE, "state.in-memory")
-    srv = DevinitServer(folder, env={"DAPR_API_TOKEN": TOKEN})
+    srv = DevinitServer(folder, "--app-id", "orders", env={"DAPR_API_TOKEN": TOKEN})
     yield srv
     srv.stop()
 
@@ -447,7 +447,11 @@ def test_api_token(token_server: DevinitServer, monkeypatch: pytest.MonkeyPatch,
     with DaprClient() as d:  # the SDK sends settings.DAPR_API_TOKEN as dapr-api-token
         d.save_state(STORE, key, "v")
         assert d.get_state(STORE, key).data == b"v"
-        assert d.get_metadata().registered_components
+        assert d.get_metadata().application_id == "orders"
+        with pytest.raises(DaprGrpcError) as excinfo:
+            d.get_state("nope", key)
+        assert excinfo.value.error_code() == "DAPR_STATE_NOT_FOUND"
+        assert excinfo.value.status_details().error_info["metadata"] == {"appID": "orders"}  # as a sidecar
         with pytest.raises(grpc.RpcError) as excinfo:
             d.get_secret("secretstore", "k")  # past the token check, then UNIMPLEMENTED
         assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED

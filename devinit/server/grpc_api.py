@@ -59,13 +59,13 @@ class GrpcBindError(DevinitError):
     """The gRPC server could not listen on the address asked for (port in use, bad host)."""
 
 
-def _status_trailer(err: ApiError, code: grpc.StatusCode) -> tuple[tuple[str, bytes], ...]:
+def _status_trailer(err: ApiError, code: grpc.StatusCode, app_id: str | None) -> tuple[tuple[str, bytes], ...]:
     """The ``grpc-status-details-bin`` trailer a sidecar sends for ``err``, if any."""
     reason = _ERROR_INFO_REASON.get(err.error_code)
     if reason is None:
         return ()
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="dapr.io"))
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="dapr.io", metadata={"appID": app_id} if app_id else {}))
     status = status_pb2.Status(code=code.value[0], message=err.message, details=[detail])
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
@@ -79,7 +79,7 @@ def _translate(handler: Handler) -> Handler:
             return await handler(self, request, context)
         except ApiError as e:
             code = grpc.StatusCode[e.grpc_code]
-            await context.abort(code, e.message, _status_trailer(e, code))
+            await context.abort(code, e.message, _status_trailer(e, code, self.runtime.app_id))
 
     return wrapper  # type: ignore[return-value]
 
