@@ -174,6 +174,7 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
     @_translate
     async def GetBulkState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         """Many keys, in the order asked; a missing key is an item with its key alone."""
+        self.runtime.entry(request.store_name)  # an unknown store is reported before bad arguments
         if request.parallelism < 0:
             raise malformed("parallelism must be a non-negative integer")
         items = await self.runtime.bulk_get(request.store_name, list(request.keys))
