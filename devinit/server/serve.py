@@ -69,6 +69,7 @@ def _uvicorn_server(app: object, opts: ServeOptions) -> object:
 
 async def serve_async(opts: ServeOptions) -> int:
     """Serve until a stop signal; returns the process exit code."""
+    from devinit.server.grpc_api import GrpcBindError, start_grpc_server
     from devinit.server.http import HttpApp
 
     runtime = await Runtime.start(opts.components_path, opts.app_id, opts.api_token, opts.store_timeout)
@@ -78,7 +79,14 @@ async def serve_async(opts: ServeOptions) -> int:
         log.error("component not loaded: %s", err)
     grpc_server = None
     try:
-        # The gRPC front end (issue 4) starts here, on opts.grpc_port, sharing `runtime`.
+        # gRPC first and in this process, so that both front ends share one runtime (one
+        # in-memory store); a port in use stops the server before HTTP starts.
+        try:
+            grpc_server = await start_grpc_server(runtime, opts.host, opts.grpc_port)
+        except GrpcBindError as e:
+            log.error("%s", e)
+            return 1
+        log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
         server = _uvicorn_server(HttpApp(runtime), opts)
         log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
         await server.serve()  # type: ignore[attr-defined]
