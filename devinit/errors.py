@@ -11,6 +11,7 @@ DevinitError                 base: something the user can act on; the message sa
 │   └── ImagePullError       an image is not present and could not be pulled
 ├── ReadinessTimeout         a container or server did not become ready in time (with its logs)
 ├── DaemonError              the background server could not be started, found or stopped
+├── GrpcBindError            the gRPC server could not listen on its address (port in use)
 ├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
 │   └── EtagMismatch         a conditional write or delete found another etag (or no item)
 └── ApiError                 a state API call failed: carries errorCode and HTTP/gRPC status
@@ -51,6 +52,10 @@ class ReadinessTimeout(DevinitError):
 
 class DaemonError(DevinitError):
     """The background state server could not be started, found or stopped."""
+
+
+class GrpcBindError(DevinitError):
+    """The gRPC server could not listen on the address asked for (port in use, bad host)."""
 
 
 class StoreError(DevinitError):

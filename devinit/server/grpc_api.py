@@ -29,7 +29,7 @@ from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc
 from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from devinit.errors import ApiError, DevinitError, malformed
+from devinit.errors import ApiError, GrpcBindError, malformed
 from devinit.server.http import dumps_value, loads, rfc3339
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
@@ -53,10 +53,6 @@ _ERROR_INFO_REASON = {
 }
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-class GrpcBindError(DevinitError):
-    """The gRPC server could not listen on the address asked for (port in use, bad host)."""
 
 
 def _status_trailer(err: ApiError, code: grpc.StatusCode, app_id: str | None) -> tuple[tuple[str, bytes], ...]:
