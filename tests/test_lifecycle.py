@@ -5,6 +5,8 @@ temporary HOME, a real Docker engine (the local image .ci/redis-image.sh builds)
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import stat
 import uuid
@@ -108,13 +110,17 @@ def test_init_status_uninstall_end_to_end(home: Home) -> None:
         assert "my note" not in h.component.read_text()
         assert stat.S_IMODE(h.component.stat().st_mode) == 0o600
 
-        # the container killed: status says so (non-zero), init repairs it, the data is there
+        # the container and the server killed: status says so (non-zero), init repairs both,
+        # the data is there
         client.containers.get(c.id).kill()
+        server_pid = json.loads(next((h.data / "state").glob("server-*.json")).read_text())["pid"]
+        os.kill(server_pid, signal.SIGKILL)
         code, out, _ = run("status")
         assert code != 0 and "NOT healthy" in out
+        assert "Redis container" in out and "state server is not running" in out
         code, out, err = run(*h.init_args())
         assert code == 0, out + err
-        assert "started" in out
+        assert "container  started" in out and "server     restarted" in out
         assert [x.id for x in labelled(client, h.dapr)[0]] == [c.id]
         assert json.loads(redis.Redis(port=redis_port, password=password).hget("order", "data")) == {"qty": 1}
         # The running server reconnects by itself; its first call after the outage may fail
@@ -124,6 +130,16 @@ def test_init_status_uninstall_end_to_end(home: Home) -> None:
             got = get_state(h, "order")
         assert got.status_code == 200 and got.json() == {"qty": 1}
         assert run("status")[0] == 0
+
+        # other settings (another Redis port): the container is recreated on the same volume
+        new_port = free_port()
+        code, out, err = run(*h.init_args("--redis-port", str(new_port)))
+        assert code == 0, out + err
+        assert "container  recreated" in out and "component  updated" in out and "server     restarted" in out
+        (c2,) = labelled(client, h.dapr)[0]
+        assert c2.id != c.id and c2.attrs["NetworkSettings"]["Ports"]["6379/tcp"][0]["HostPort"] == str(new_port)
+        assert component_values(h.component)["redisHost"] == f"127.0.0.1:{new_port}"
+        assert get_state(h, "order").json() == {"qty": 1}
 
         # uninstall: server stopped, container gone, volume and component file kept
         code, out, err = run("uninstall")
@@ -198,6 +214,25 @@ def test_pull_of_missing_tag_fails_clearly_and_leaves_nothing(home: Home) -> Non
         assert labelled(client, h.dapr) == ([], [])
         assert not h.component.exists()
         assert port_closed(h.http_port)
+    finally:
+        remove_labelled(client, h.dapr)
+
+
+def test_failed_step_undoes_what_this_run_created(home: Home) -> None:
+    h = home
+    client = docker_client()
+    image = ensure_test_image(client)
+    try:
+        with socket.socket() as busy:  # the server cannot start: after container and file
+            busy.bind(("127.0.0.1", h.http_port))
+            busy.listen()
+            p = h.run(*h.init_args("--image", image, "--redis-port", str(free_port())))
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stderr.startswith(f"Error: the HTTP port {h.http_port} is already in use")
+        assert "Undone: removed " in p.stderr and "container devinit-redis-" in p.stderr and "volume devinit-redis-data-" in p.stderr
+        assert labelled(client, h.dapr) == ([], [])
+        assert not h.component.exists()
+        assert not list((h.data / "state").glob("setup-*.json"))
     finally:
         remove_labelled(client, h.dapr)
 
