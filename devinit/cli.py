@@ -116,7 +116,11 @@ def init(
             raise UsageError("--slim and --store redis contradict each other. Pass one of them")
         store = "sqlite"
     opts = lifecycle.InitOptions(home, store, image, redis_port, http_port, grpc_port, force, timeout)
-    result = lifecycle.init(opts, on_pull=_PullDisplay())
+    display = _PullDisplay()
+    try:
+        result = lifecycle.init(opts, on_pull=display)
+    finally:
+        display.finish()
     from devinit.render import render_init
 
     click.echo(render_init(result))
@@ -128,6 +132,12 @@ class _PullDisplay:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last_done = -1
+        self.drawn = False
+
+    def finish(self) -> None:
+        """End the redrawn line, so that what follows starts on its own line."""
+        if self.tty and self.drawn:
+            click.echo("", err=True)
 
     def __call__(self, p: object) -> None:
         from devinit.render import pull_line
@@ -135,6 +145,7 @@ class _PullDisplay:
         line = pull_line(p)  # type: ignore[arg-type]
         if self.tty:
             click.echo("\r" + line.ljust(79), nl=False, err=True)
+            self.drawn = True
         elif p.layers_done != self.last_done:  # type: ignore[attr-defined]
             self.last_done = p.layers_done  # type: ignore[attr-defined]
             click.echo(line, err=True)

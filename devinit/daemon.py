@@ -137,6 +137,18 @@ def start(key: str, components: Path, http_port: int, grpc_port: int, timeout: f
             raise DaemonError(f"could not start the state server ({argv[0]}): {e}. Check your Python installation") from None
     record = ServerRecord(proc.pid, http_port, grpc_port, time.time(), argv, str(log_path), str(components))
     write_atomic(pid_file(key), json.dumps(asdict(record), indent=2).encode())
+    try:
+        return _wait_healthy(proc, key, record, log_path, timeout)
+    except BaseException:
+        # Ctrl-C or an error while waiting: leave no half-started server behind.
+        if proc.poll() is None:
+            _terminate(proc.pid, 5.0)
+        pid_file(key).unlink(missing_ok=True)
+        raise
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], key: str, record: ServerRecord, log_path: Path, timeout: float) -> ServerRecord:
+    http_port = record.http_port
     deadline = time.monotonic() + timeout
     while True:
         code = proc.poll()

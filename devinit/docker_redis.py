@@ -385,7 +385,13 @@ class Docker:
                 restart_policy={"Name": "unless-stopped"},
                 detach=True,
             )
-        self.start_container(c.id)
+        try:
+            self.start_container(c.id)
+        except BaseException:
+            # Not left half-made: the caller only learns of the container once it started.
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+            raise
         with self._translate(f"inspecting container {spec.container_name}"):
             c.reload()
             return _info(c)
