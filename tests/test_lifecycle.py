@@ -141,6 +141,15 @@ def test_init_status_uninstall_end_to_end(home: Home) -> None:
         assert component_values(h.component)["redisHost"] == f"127.0.0.1:{new_port}"
         assert get_state(h, "order").json() == {"qty": 1}
 
+        # uninstall while Docker is unreachable: the server stops, the container cannot be
+        # removed, and the exit code says so
+        p = h.run("uninstall", env=NO_DOCKER)
+        outputs.extend([p.stdout, p.stderr])
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "removed: state server" in p.stdout and "FAILED:  Redis container" in p.stdout
+        assert port_closed(h.http_port)
+        assert len(labelled(client, h.dapr)[0]) == 1
+
         # uninstall: server stopped, container gone, volume and component file kept
         code, out, err = run("uninstall")
         assert code == 0, out + err
