@@ -72,6 +72,113 @@ def serve(
     sys.exit(run(opts))
 
 
+def _home_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="devinit's home (components in <home>/components) [default: $DEVINIT_HOME, else ~/.dapr].",
+    )(f)
+
+
+@cli.command()
+@_home_option
+@click.option(
+    "--store",
+    type=click.Choice(["redis", "sqlite"]),
+    default=None,
+    help="Redis in Docker, or the embedded SQLite store [default: as before, else redis when Docker answers].",
+)
+@click.option("--slim", is_flag=True, help="Same as --store sqlite: no Docker at all.")
+@click.option("--image", default=None, help="Redis image to run [default: as before, else a pinned Redis 7].")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=None, help="Host port for Redis [default: 6379 when free].")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=None, help="HTTP API port [default: as before, else 3500].")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=None, help="gRPC API port [default: as before, else 50001].")
+@click.option("--force", is_flag=True, help="Overwrite a component file devinit did not write or that was changed.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, help="Seconds to wait for Redis to answer.")
+def init(
+    home: Path | None,
+    store: str | None,
+    slim: bool,
+    image: str | None,
+    redis_port: int | None,
+    http_port: int | None,
+    grpc_port: int | None,
+    force: bool,
+    timeout: float,
+) -> None:
+    """Set up Redis (or SQLite), the statestore component and the background state server."""
+    from devinit import lifecycle
+    from devinit.errors import UsageError
+
+    if slim:
+        if store == "redis":
+            raise UsageError("--slim and --store redis contradict each other. Pass one of them")
+        store = "sqlite"
+    opts = lifecycle.InitOptions(home, store, image, redis_port, http_port, grpc_port, force, timeout)
+    display = _PullDisplay()
+    try:
+        result = lifecycle.init(opts, on_pull=display)
+    finally:
+        display.finish()
+    from devinit.render import render_init
+
+    click.echo(render_init(result))
+
+
+class _PullDisplay:
+    """Pull progress on stderr: one redrawn line on a terminal, a line per finished layer otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_done = -1
+        self.drawn = False
+
+    def finish(self) -> None:
+        """End the redrawn line, so that what follows starts on its own line."""
+        if self.tty and self.drawn:
+            click.echo("", err=True)
+
+    def __call__(self, p: object) -> None:
+        from devinit.render import pull_line
+
+        line = pull_line(p)  # type: ignore[arg-type]
+        if self.tty:
+            click.echo("\r" + line.ljust(79), nl=False, err=True)
+            self.drawn = True
+        elif p.layers_done != self.last_done:  # type: ignore[attr-defined]
+            self.last_done = p.layers_done  # type: ignore[attr-defined]
+            click.echo(line, err=True)
+
+
+@cli.command()
+@_home_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (shape in README.md).")
+def status(home: Path | None, as_json: bool) -> None:
+    """Show what runs and whether it is healthy; exit 0 only when all of it is."""
+    import json
+
+    from devinit import lifecycle
+    from devinit.render import render_status
+
+    result = lifecycle.status(home)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else render_status(result))
+    sys.exit(0 if result.healthy else 1)
+
+
+@cli.command()
+@_home_option
+@click.option("--all", "everything", is_flag=True, help="Also remove the Redis data volume, component files devinit wrote, SQLite data and logs.")
+def uninstall(home: Path | None, everything: bool) -> None:
+    """Stop the server and remove the container (data and component files stay without --all)."""
+    from devinit import lifecycle
+    from devinit.render import render_uninstall
+
+    result = lifecycle.uninstall(home, everything)
+    click.echo(render_uninstall(result))
+    sys.exit(0 if result.ok else 1)
+
+
 def main() -> None:
     """Console entry point: the one place DevinitError becomes a clean message."""
     try:

@@ -1,0 +1,85 @@
+"""Text the CLI prints for init / status / uninstall results (never a password)."""
+
+from __future__ import annotations
+
+from devinit.docker_redis import PullProgress
+from devinit.lifecycle import InitResult, StatusResult, UninstallResult
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def pull_line(p: PullProgress) -> str:
+    """One line of pull progress: layers and bytes."""
+    size = f"{_mb(p.bytes_done)}/{_mb(p.bytes_total)}" if p.bytes_total else "sizes pending"
+    return f"Pulling {p.image}: {p.layers_done}/{p.layers_total} layers, {size}"
+
+
+def render_init(r: InitResult) -> str:
+    """What init did, then where the API is and a curl to try."""
+    lines = list(r.notes)
+    for s in r.steps:
+        lines.append(f"  {s.what:<10} {s.action:<10} {s.detail}")
+    lines.append("Everything is already up; nothing changed." if not r.changed else "devinit is up.")
+    where = (
+        f"redis (container {r.container}, 127.0.0.1:{r.redis_port})" if r.store == "redis" else "sqlite (embedded)"
+    )
+    lines += [
+        f"  state API  {r.http_url}",
+        f"  gRPC API   localhost:{r.grpc_port}",
+        f"  store      {where}",
+        f"  component  {r.component_file}",
+        f"Try: curl -X POST {r.http_url} -H 'Content-Type: application/json' "
+        f"-d '[{{\"key\":\"hello\",\"value\":\"world\"}}]' && curl {r.http_url}/hello",
+    ]
+    return "\n".join(lines)
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def render_status(r: StatusResult) -> str:
+    """A readable table of status."""
+    rows: list[tuple[str, str, str]] = []
+    d = r.docker
+    if d is not None:
+        rows.append(("docker", f"engine {d.version}" if d.reachable else "unreachable", f"{d.endpoint} (from {d.source})"))
+    c = r.container
+    if c is not None:
+        health = "PING ok" if c.healthy else f"not healthy: {c.error}"
+        rows.append(("container", c.state, f"{c.name} {c.host_ip or '?'}:{c.port or '?'} {c.image}; {health}"))
+    elif r.store == "redis":
+        rows.append(("container", "missing", "-"))
+    for comp in r.components:
+        state = "valid" if comp.valid else "invalid"
+        rows.append(("component", state, f"{comp.name or '?'} ({comp.type or '?'}) {comp.file}" + ("" if comp.valid else f": {comp.error}")))
+    s = r.server
+    if s.running:
+        state = "healthy" if s.healthy else "unhealthy"
+        detail = f"pid {s.pid}, http {s.http_port}, grpc {s.grpc_port}, up {_uptime(s.uptime_seconds)}, log {s.log_file}"
+    else:
+        state = "stopped" + (" (stale pid file)" if s.stale_pid_file else "")
+        detail = f"log {s.log_file}"
+    rows.append(("server", state, detail))
+    width = max(len(b) for _, b, _ in rows)
+    lines = [f"home: {r.home}   store: {r.store or 'not set up'}"]
+    lines += [f"  {a:<10} {b:<{width}}  {c_}" for a, b, c_ in rows]
+    lines.append("healthy" if r.healthy else "NOT healthy:")
+    lines += [f"  - {p}" for p in r.problems]
+    return "\n".join(lines)
+
+
+def render_uninstall(r: UninstallResult) -> str:
+    """Exactly what was removed, kept, and could not be removed."""
+    if not (r.removed or r.kept or r.failed):
+        return f"Nothing to uninstall: devinit has nothing set up for {r.home}."
+    lines = []
+    lines += [f"removed: {x}" for x in r.removed] or ["removed: nothing"]
+    lines += [f"kept:    {x}" for x in r.kept]
+    lines += [f"FAILED:  {x}" for x in r.failed]
+    return "\n".join(lines)
