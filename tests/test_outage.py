@@ -97,3 +97,28 @@ def test_postgres_killed_and_restarted(tmp_path: Path):
     finally:
         srv.stop()
         pg.stop()
+
+
+def test_redis_restart_while_idle_first_request_succeeds(tmp_path: Path):
+    """Pooled connections left from before a restart must not fail the first requests after it."""
+    import time
+
+    rs = RedisServer(tmp_path / "redis", "--appendonly", "yes")
+    folder = tmp_path / "components"
+    store_component("redis", folder, "statestore", rs)
+    srv = DevinitServer(folder)
+    url = srv.url + "/v1.0/state/statestore"
+    try:
+        with httpx.Client(timeout=BOUND) as c:
+            # several pooled connections
+            for i in range(5):
+                assert c.post(url, json=[{"key": f"k{i}", "value": i, "options": {"consistency": "strong"}}]).status_code == 204
+            rs.stop()
+            rs.start()
+            time.sleep(1.2)  # longer than the pool's idle health-check interval
+            for i in range(5):
+                r = c.get(url + f"/k{i}")
+                assert r.status_code == 200 and r.json() == i, r.text
+    finally:
+        srv.stop()
+        rs.stop()

@@ -274,6 +274,7 @@ class Runtime:
         except EtagMismatch as e:
             raise self._mismatch(entry, code, e.keys) from None
         except StoreError as e:
+            log.warning("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
             raise ApiError(code, str(e), 500, "INTERNAL") from None
         except TimeoutError:
             raise ApiError(

@@ -23,7 +23,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from devinit.errors import EtagMismatch, StoreError
@@ -94,6 +96,30 @@ end
 return {}
 """
 
+class _ReconnectingHealthCheck:
+    """Mixin for a connection whose idle-time health check reconnects once instead of failing.
+
+    The PING of the health check goes out before the caller's command, so when it finds the
+    socket dead (Redis restarted while the connection sat in the pool) reconnecting and going
+    on is safe: the command has not been sent. Commands themselves are never retried.
+    """
+
+    async def check_health(self) -> None:
+        try:
+            await super().check_health()  # type: ignore[misc]
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await self.disconnect()  # type: ignore[attr-defined]
+            await self.connect()  # type: ignore[attr-defined]  # a fresh connection needs no PING; a failure here is real
+
+
+class _Connection(_ReconnectingHealthCheck, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_ReconnectingHealthCheck, aioredis.SSLConnection):
+    pass
+
+
 _DURABILITY_TTL = 10.0  # seconds to trust a reading of AOF / replica settings
 
 
@@ -137,16 +163,16 @@ class RedisStore(Store):
             # after a Redis restart do not fail on dead sockets.
             health_check_interval=1,
         )
-        if tls:
-            options["ssl"] = True
         if sentinel_master:
             from redis.asyncio.sentinel import Sentinel
 
             sentinel = Sentinel([(host, port)], socket_timeout=read_timeout, socket_connect_timeout=dial_timeout)
-            self.client: aioredis.Redis = sentinel.master_for(sentinel_master, **options)
+            self.client: aioredis.Redis = sentinel.master_for(sentinel_master, ssl=tls, **options)
             self.address = f"sentinel {host}:{port} master {sentinel_master}"
         else:
-            self.client = aioredis.Redis(host=host, port=port, **options)
+            connection_class = _SSLConnection if tls else _Connection
+            pool = aioredis.ConnectionPool(host=host, port=port, connection_class=connection_class, **options)
+            self.client = aioredis.Redis(connection_pool=pool)
         self._get = self.client.register_script(_GET)
         self._set = self.client.register_script(_SET)
         self._del = self.client.register_script(_DELETE)
