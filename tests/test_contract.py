@@ -424,9 +424,107 @@ def test_unknown_route_is_json_404(client):
     assert r.status_code == 404 and r.json()["errorCode"]
 
 
-def test_query_route_answers_501_for_now(client):
-    r = client.post("/v1.0-alpha1/state/statestore/query", json={"filter": {}})
-    assert r.status_code == 501 and r.json()["errorCode"]
+# -- query -----------------------------------------------------------------------------
+
+Q = "/v1.0-alpha1/state/statestore/query"
+PEOPLE = [
+    {"name": "ana", "state": "CA", "age": 31, "person": {"org": "dev"}},
+    {"name": "bo", "state": "WA", "age": 25, "person": {"org": "ops"}},
+    {"name": "cy", "state": "CA", "age": 40, "person": {"org": "dev"}},
+    {"name": "di", "state": "NY", "age": 25},
+    {"name": "ed", "state": "CA", "age": "unknown", "person": {"org": "sales"}},
+]
+
+
+@pytest.fixture
+def people(client, key) -> str:
+    """Five people tagged with a run id (the store is shared with other tests)."""
+    save(client, *[{"key": f"{key}-{p['name']}", "value": {**p, "run": key}} for p in PEOPLE])
+    save(client, {"key": f"{key}-bytes", "value": "not an object"})
+    return key
+
+
+def query(client, run: str, filt: dict | None = None, **extra) -> httpx.Response:
+    f = {"EQ": {"run": run}} if filt is None else {"AND": [{"EQ": {"run": run}}, filt]}
+    return client.post(Q, json={"filter": f, **extra})
+
+
+def names(r: httpx.Response) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [x["data"]["name"] for x in r.json()["results"]]
+
+
+def test_query_filters(client, people):
+    run = people
+    assert sorted(names(query(client, run, {"EQ": {"state": "CA"}}))) == ["ana", "cy", "ed"]
+    assert sorted(names(query(client, run, {"NEQ": {"state": "CA"}}))) == ["bo", "di"]
+    assert sorted(names(query(client, run, {"GT": {"age": 25}}))) == ["ana", "cy"]
+    assert sorted(names(query(client, run, {"GTE": {"age": 31}}))) == ["ana", "cy"]
+    assert sorted(names(query(client, run, {"LT": {"age": 31}}))) == ["bo", "di"]
+    assert sorted(names(query(client, run, {"LTE": {"name": "bo"}}))) == ["ana", "bo"]
+    assert sorted(names(query(client, run, {"IN": {"state": ["WA", "NY"]}}))) == ["bo", "di"]
+    assert sorted(names(query(client, run, {"EQ": {"person.org": "dev"}}))) == ["ana", "cy"]
+    either = {"OR": [{"EQ": {"state": "NY"}}, {"AND": [{"EQ": {"state": "CA"}}, {"LT": {"age": 35}}]}]}
+    assert sorted(names(query(client, run, either))) == ["ana", "di"]
+    r = query(client, run)
+    assert len(r.json()["results"]) == 5
+    first = r.json()["results"][0]
+    assert first["key"].startswith(run) and first["etag"] == etag_of(client, first["key"])
+
+
+def test_query_sort_and_pages(client, people):
+    run = people
+    r = query(client, run, sort=[{"key": "age", "order": "DESC"}, {"key": "name"}])
+    assert names(r) == ["cy", "ana", "bo", "di", "ed"]  # numbers first; "unknown" after them
+    r = query(client, run, sort=[{"key": "person.org"}, {"key": "name", "order": "DESC"}])
+    assert names(r) == ["cy", "ana", "bo", "ed", "di"]  # di has no person.org: last
+    seen, token, pages = [], None, 0
+    while True:
+        page = {"limit": 2, **({"token": token} if token else {})}
+        r = query(client, run, sort=[{"key": "name"}], page=page)
+        seen += names(r)
+        pages += 1
+        token = r.json().get("token")
+        if token is None:
+            break
+    assert seen == ["ana", "bo", "cy", "di", "ed"] and pages == 3
+
+
+def test_query_nothing_matches_is_204(client, people):
+    assert query(client, people, {"EQ": {"state": "TX"}}).status_code == 204
+
+
+def test_query_skips_expired_items(client, key):
+    save(client, {"key": key, "value": {"run": key}, "metadata": {"ttlInSeconds": "1"}})
+    assert len(query(client, key).json()["results"]) == 1
+    time.sleep(1.6)
+    assert query(client, key).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"filter": {"LIKE": {"a": 1}}},
+        {"filter": {"AND": [{"EQ": {"a": 1}}]}},
+        {"filter": {"OR": {"EQ": {"a": 1}}}},
+        {"filter": {"IN": {"a": 1}}},
+        {"filter": {"EQ": {"a": 1, "b": 2}}},
+        {"filter": {"EQ": {"a": 1}, "NEQ": {"b": 1}}},
+        {"sort": [{"key": "a", "order": "UP"}]},
+        {"sort": {"key": "a"}},
+        {"page": {"limit": -1}},
+        {"page": {"limit": "ten"}},
+        {"page": {"token": "garbage"}},
+        [],
+    ],
+)
+def test_query_bad_documents(client, body):
+    assert_error(client.post(Q, json=body), 400, "ERR_MALFORMED_REQUEST")
+
+
+def test_query_unknown_store_and_bad_json(client):
+    assert_error(client.post("/v1.0-alpha1/state/nope/query", json={}), 400, "ERR_STATE_STORE_NOT_FOUND")
+    assert_error(client.post(Q, content=b"{"), 400, "ERR_MALFORMED_REQUEST")
 
 
 # -- the Dapr how-to, as written (requests -> httpx) --------------------------------------
@@ -478,4 +576,4 @@ def test_metadata(client, server):
     (comp,) = m["components"]
     kind = {"memory": "state.in-memory", "sqlite": "state.sqlite", "redis": "state.redis", "postgres": "state.postgresql"}[server.kind]
     assert comp["name"] == "statestore" and comp["type"] == kind
-    assert {"ETAG", "TRANSACTIONAL", "TTL", "ACTOR"} <= set(comp["capabilities"])
+    assert {"ETAG", "TRANSACTIONAL", "TTL", "ACTOR", "QUERY_API"} <= set(comp["capabilities"])

@@ -8,6 +8,8 @@ delete, an operation it cannot send) the test uses the SDK's own generated stub.
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import socket
 import subprocess
@@ -322,11 +324,24 @@ def test_unknown_store(dapr: DaprClient, key: str) -> None:
         assert excinfo.value.error_code() == "DAPR_STATE_NOT_FOUND"
 
 
-def test_query_is_not_implemented_yet(dapr: DaprClient) -> None:
-    with pytest.raises(DaprGrpcError) as excinfo:
-        query_quietly(dapr, STORE)
+def test_query(dapr: DaprClient, key: str) -> None:
+    run = key
+    for i, state in enumerate(["CA", "WA", "CA"]):
+        dapr.save_state(STORE, f"{key}-{i}", json.dumps({"run": run, "state": state, "n": i}), state_metadata={"contentType": "application/json"})
+    q = {"filter": {"AND": [{"EQ": {"run": run}}, {"EQ": {"state": "CA"}}]}, "sort": [{"key": "n", "order": "DESC"}], "page": {"limit": 1}}
+    with pytest.warns(UserWarning, match="Alpha"):
+        first = dapr.query_state(STORE, json.dumps(q))
+    assert [r.key for r in first.results] == [f"{key}-2"]
+    assert json.loads(first.results[0].value) == {"run": run, "state": "CA", "n": 2}
+    assert first.results[0].etag and first.token
+    q["page"]["token"] = first.token
+    with pytest.warns(UserWarning, match="Alpha"):
+        second = dapr.query_state(STORE, json.dumps(q))
+    assert [r.key for r in second.results] == [f"{key}-0"] and not second.token
+    with pytest.raises(DaprGrpcError) as excinfo, pytest.warns(UserWarning, match="Alpha"):
+        dapr.query_state(STORE, '{"filter": {"LIKE": {"a": 1}}}')
     code, message = grpc_error(excinfo)
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "query" in message
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "LIKE" in message
 
 
 def test_other_rpcs_are_unimplemented(dapr: DaprClient) -> None:

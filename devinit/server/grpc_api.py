@@ -119,16 +119,6 @@ def _item_metadata(item: StoredItem) -> dict[str, str]:
     return {"ttlExpireTime": rfc3339(item.expire_at)} if item.expire_at is not None else {}
 
 
-def _unimplemented_query() -> ApiError:
-    # The same "later" answer as HTTP's 501 until the query issue lands.
-    return ApiError(
-        "ERR_NOT_IMPLEMENTED",
-        "the state query API is not implemented in this devinit version yet; read keys with GetState or GetBulkState",
-        501,
-        "UNIMPLEMENTED",
-    )
-
-
 IMPLEMENTED = frozenset(
     {"GetState", "GetBulkState", "SaveState", "DeleteState", "DeleteBulkState",
      "ExecuteStateTransaction", "QueryStateAlpha1", "GetMetadata"}
@@ -221,9 +211,11 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
 
     @_translate
     async def QueryStateAlpha1(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        """Not yet: an unknown store still gets its own error first."""
-        self.runtime.entry(request.store_name)
-        raise _unimplemented_query()
+        """The query language of STATE_API.md; ``query`` is the JSON document as text."""
+        self.runtime.entry(request.store_name)  # an unknown store is reported before a bad query
+        results, token = await self.runtime.query(request.store_name, loads(request.query.encode()))
+        items = [api_v1.QueryStateItem(key=k, data=v, etag=e) for k, v, e in results]
+        return api_v1.QueryStateResponse(results=items, token=token or "")
 
     @_translate
     async def GetMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802

@@ -215,13 +215,15 @@ class HttpApp:
         await _send(send, 204)
 
     async def _query(self, store: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
-        self.runtime.entry(store)  # unknown store errors first
-        raise ApiError(
-            "ERR_NOT_IMPLEMENTED",
-            "the state query API is not implemented in this devinit version yet; read keys with GET or bulk get",
-            501,
-            "UNIMPLEMENTED",
-        )
+        self.runtime.entry(store)  # an unknown store is reported before a bad body
+        results, token = await self.runtime.query(store, loads(await _body(receive, headers)))
+        if not results:
+            await _send(send, 204)
+            return
+        out: dict[str, Any] = {"results": [{"key": k, "data": embed_value(v), "etag": e} for k, v, e in results]}
+        if token is not None:
+            out["token"] = token
+        await _send(send, 200, orjson.dumps(out), _JSON)
 
 
 def _bulk_item(key: str, item: StoredItem) -> dict[str, Any]:

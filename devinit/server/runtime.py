@@ -373,6 +373,16 @@ class Runtime:
         if ops:
             await self._call(entry, "ERR_STATE_TRANSACTION", entry.store.transact(ops, strong))
 
+    async def query(self, store: str, body: Any) -> tuple[list[tuple[str, bytes, str]], str | None]:
+        """Run a query document; returns ``(key, value, etag)`` results (keys without prefix) and a token."""
+        from devinit.state.query import parse_query, run_query
+
+        entry = self.entry(store)
+        query = parse_query(body)
+        found = await self._call(entry, "ERR_STATE_QUERY", entry.store.scan(entry.prefix))
+        cut = len(entry.prefix)
+        return run_query(query, [(k[cut:], it.value, it.etag) for k, it in found])
+
     def metadata(self) -> dict[str, Any]:
         """The body of GET /v1.0/metadata."""
         components = []

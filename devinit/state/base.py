@@ -97,7 +97,7 @@ class Store(abc.ABC):
     """One configured state store. Methods are coroutines; the runtime calls them."""
 
     #: capabilities reported by the metadata endpoint
-    features: ClassVar[tuple[str, ...]] = ("ETAG", "TRANSACTIONAL", "TTL")
+    features: ClassVar[tuple[str, ...]] = ("ETAG", "TRANSACTIONAL", "TTL", "QUERY_API")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -146,6 +146,10 @@ class Store(abc.ABC):
             except EtagMismatch:
                 failed.append(op.key)
         return failed
+
+    @abc.abstractmethod
+    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+        """Every live item whose key starts with ``prefix`` (for the query API)."""
 
     @abc.abstractmethod
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:

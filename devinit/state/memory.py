@@ -72,6 +72,14 @@ class MemoryStore(Store):
             raise EtagMismatch([op.key])
         self._apply(op)
 
+    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+        now = time.time()
+        return [
+            (k, it)
+            for k, it in self._items.items()
+            if k.startswith(prefix) and (it.expire_at is None or it.expire_at > now)
+        ]
+
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
         failed = failed_keys_in_order(ops, self._live)
         if failed:

@@ -191,6 +191,15 @@ class PostgresStore(Store):
                 (keys,),
             )
 
+    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+        sql = f'SELECT key, value, etag, expire_at FROM "{self.table}" WHERE starts_with(key, %s) AND {_LIVE}'
+
+        async def q(c: psycopg.AsyncConnection[Any]) -> list[tuple[str, StoredItem]]:
+            rows = await (await c.execute(sql, (prefix,))).fetchall()
+            return [(k, self._item(v, e, x)) for k, v, e, x in rows]
+
+        return await self._run("query", q)
+
     async def _independent(self, what: str, ops: Sequence[Op], strong: bool) -> list[str]:
         async def q(c: psycopg.AsyncConnection[Any]) -> list[str]:
             if strong:  # one transaction for the batch

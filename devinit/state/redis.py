@@ -16,6 +16,7 @@ PINGed before reuse, so the store recovers by itself when Redis comes back.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -218,6 +219,30 @@ class RedisStore(Store):
         except (RedisError, OSError) as e:
             raise self._error("bulk get", e) from e
         return [self._item(r) for r in replies]
+
+    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+        # Keys are matched with a glob: escape its special characters in the prefix.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        out: list[tuple[str, StoredItem]] = []
+        try:
+            cursor: int = 0
+            while True:
+                cursor, keys = await self.client.scan(cursor, match=pattern, count=1000)
+                if keys:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for k in keys:
+                            await self._get(keys=[k], client=pipe)
+                        replies = await pipe.execute(raise_on_error=False)
+                    for k, reply in zip(keys, replies):
+                        if isinstance(reply, Exception):
+                            continue  # not a hash (a key some other program wrote): not state
+                        item = self._item(reply)
+                        if item is not None:
+                            out.append((k.decode("utf-8", "replace"), item))
+                if cursor == 0:
+                    return out
+        except (RedisError, OSError) as e:
+            raise self._error("query scan", e) from e
 
     # -- writes ------------------------------------------------------------------------
 

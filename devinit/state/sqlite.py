@@ -207,6 +207,17 @@ class SqliteStore(Store):
         found = await self._read(fetch)
         return [found.get(k) for k in keys]
 
+    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+        sql = (
+            f'SELECT key, value, etag, expire_at FROM "{self.table}" '
+            "WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)"
+        )
+
+        def fetch(c: sqlite3.Connection) -> list[tuple[str, StoredItem]]:
+            return [(k, StoredItem(v, e, x)) for k, v, e, x in c.execute(sql, (len(prefix), prefix, time.time()))]
+
+        return await self._read(fetch)
+
     async def set(self, op: SetOp, strong: bool = False) -> None:
         if await self._write(lambda c: self._checked(c, (op,)), strong):
             raise EtagMismatch([op.key])
