@@ -135,7 +135,11 @@ def redis_benchmark_command(port: int, command: list[str], duration: float, conn
 def hey(url: str, duration: float, rate: float, connections: int = 16) -> Measure | None:
     """Fixed-rate latency with hey (-q is per worker), as a cross-check of the wrk pacer.
 
-    hey prints per-request times with 0.1 ms resolution only, so its percentiles are coarse.
+    hey prints per-request times with 0.1 ms resolution only, so its percentiles are coarse;
+    worse, its per-worker tickers fire together, so the requests arrive in bursts of
+    ``connections`` (measured: ~90% of request starts within 0.2 ms of the previous one) and
+    the latency includes queueing behind the rest of the burst. The wrk pacer spreads sends
+    evenly and is the figure the targets use; hey's is reported as the bursty case.
     Returns None when hey is not installed (apt-get install -y hey).
     """
     if shutil.which("hey") is None:
@@ -152,15 +156,14 @@ def hey(url: str, duration: float, rate: float, connections: int = 16) -> Measur
     if not times:
         return None
     times.sort()
-    offsets = duration
     return Measure(
-        rps=len(times) / offsets,
+        rps=len(times) / duration,
         p50_ms=percentile(times, 50),
         p99_ms=percentile(times, 99),
         requests=len(times),
         errors=errors,
         duration_s=duration,
-        tool=f"hey -c{connections} -q{rate / connections:g} (0.1 ms resolution)",
+        tool=f"hey -c{connections} -q{rate / connections:g} (bursts of {connections}, 0.1 ms resolution)",
     )
 
 

@@ -149,7 +149,7 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib; an optional bench-only dependency)"
     rws = [r for r in result["rows"] if "@" not in r["name"] and r["name"] != "RMW hot key"]
-    paced = [r for r in result["rows"] if "@" in r["name"] and "(hey)" not in r["name"]]
+    paced = [r for r in result["rows"] if "@" in r["name"] and "(hey" not in r["name"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 7), gridspec_kw={"width_ratios": [3, 1]})
     colors = {"ceiling": "#999999", "memory": "#1f77b4", "sqlite": "#2ca02c", "redis": "#d62728"}
     labels = [f"{r['group']}: {r['name']}" if r["group"] != "ceiling" else r["name"] for r in rws]

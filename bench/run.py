@@ -133,7 +133,7 @@ def measure_store(kind: str, workdir: Path, redis_port: int | None, a: argparse.
             if with_hey:
                 h = loadgen.hey(get_url, max(a.duration, 5), a.rate, a.rate_connections)
                 if h is not None:
-                    results[f"GET @{a.rate:g}/s (hey)"] = h
+                    results[f"GET @{a.rate:g}/s (hey, bursty)"] = h
             if port_answers(srv.grpc_port):
                 results["gRPC GET"] = clients.grpc_get(srv.grpc_port, a.duration, a.connections)
             else:
