@@ -24,9 +24,28 @@ from bench.procs import start_devinit, start_redis
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+_DEVINIT_FILES = {p.name for p in (Path(__file__).resolve().parents[1] / "devinit").rglob("*.py")}
+_LAYERS = (("uvicorn/", "uvicorn (incl. its socket writes)"), ("granian", "granian"), ("redis/", "redis-py (incl. its socket I/O)"),
+           ("asyncio/runners.py", "event loop (uvloop, native: epoll, reads, callbacks)"), ("asyncio/", "asyncio (tasks, timeouts, streams)"),
+           ("typing.py", "typing (isinstance on Protocols)"))
+
+
+def layer(frame: str) -> str:
+    """Which layer a leaf frame belongs to; native code is charged to the Python frame calling it."""
+    where = frame.partition(" (")[2]
+    for key, name in _LAYERS:
+        if key in where:
+            return name
+    file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    if where.startswith("devinit/") or file in _DEVINIT_FILES:
+        return "devinit (http.py, runtime.py, state/)"
+    return "other"
+
+
 def summarize(collapsed: str, top: int = 25) -> str:
     """Top frames by self and inclusive share from py-spy's collapsed ("raw") output."""
     self_t: collections.Counter[str] = collections.Counter()
+    layers: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -39,11 +58,14 @@ def summarize(collapsed: str, top: int = 25) -> str:
         if not frames:
             continue
         self_t[_short(frames[-1])] += count
+        layers[layer(frames[-1])] += count
         for f in set(_short(f) for f in frames):
             incl[f] += count
     if not total:
         return "no samples"
-    out = [f"{total} samples", "", "self time:"]
+    out = [f"{total} samples (idle time not sampled)", "", "self time by layer:"]
+    out += [f"  {100 * c / total:5.1f}%  {name}" for name, c in layers.most_common()]
+    out += ["", "self time:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in self_t.most_common(top)]
     out += ["", "inclusive time:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(top)]

@@ -48,15 +48,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="wrk connections for throughput [32]")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads [1: leaves the other core to the server]")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for the latency runs, requests/s [1000]")
+    p.add_argument("--rate-duration", type=float, default=None, help="seconds of each fixed-rate run [max(duration, 5)]")
     p.add_argument("--rate-connections", type=int, default=16, help="connections for the fixed-rate runs [16]")
     p.add_argument("--no-hey", action="store_true", help="skip the hey cross-check of the fixed-rate latency")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI start-up timings")
+    p.add_argument("--cli-runs", type=int, default=None, help="runs per CLI command timed [7; 3 with --quick]")
     p.add_argument("--no-init", action="store_true", help="never run 'devinit init' even when it exists")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument("--out", type=Path, default=None, help="JSON path [bench/results/<timestamp>.json]")
     p.add_argument("--profile", choices=STORES, default=None, help="only profile: serve this store under wrk GET load with py-spy")
     args = p.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
+    args.rate_duration = args.rate_duration if args.rate_duration is not None else max(args.duration, 5.0)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     args.store_list = [s for s in args.stores.split(",") if s]
     args.stack_list = [s for s in args.bare_stacks.split(",") if s]
@@ -129,9 +132,9 @@ def measure_store(kind: str, workdir: Path, redis_port: int | None, a: argparse.
             results["save eventual"] = loadgen.wrk(save_url, a.duration, a.connections, a.wrk_threads, args=("mode=save",))
             results["save strong"] = loadgen.wrk(save_url, a.duration, a.connections, a.wrk_threads, args=("mode=save", "consistency=strong"))
             results["RMW hot key"] = clients.rmw(srv.http_port, a.duration, concurrency=16)
-            results[f"GET @{a.rate:g}/s"] = loadgen.wrk(get_url, max(a.duration, 5), a.rate_connections, 1, rate=a.rate)
+            results[f"GET @{a.rate:g}/s"] = loadgen.wrk(get_url, a.rate_duration, a.rate_connections, 1, rate=a.rate)
             if with_hey:
-                h = loadgen.hey(get_url, max(a.duration, 5), a.rate, a.rate_connections)
+                h = loadgen.hey(get_url, a.rate_duration, a.rate, a.rate_connections)
                 if h is not None:
                     results[f"GET @{a.rate:g}/s (hey, bursty)"] = h
             if port_answers(srv.grpc_port):
@@ -223,7 +226,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             if redis_proc is not None:
                 redis_proc.stop()
-    cli = cli_timing.measure(runs=3 if a.quick else 7, with_init=not a.no_init) if not a.no_cli else {"skipped": "--no-cli"}
+    cli = cli_timing.measure(runs=a.cli_runs or (3 if a.quick else 7), with_init=not a.no_init) if not a.no_cli else {"skipped": "--no-cli"}
     ceilings = _merge(ceil_rounds)
     bare = {k: v for k, v in ceilings.items() if k.startswith("bare ASGI ")}
     if bare:
