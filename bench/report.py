@@ -162,7 +162,7 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
         ax1.text(r["rps"], i, f" {r['rps']:.0f}", va="center", fontsize=7)
     fastest = (result["ceilings"].get("bare ASGI fastest") or {}).get("rps")
     if fastest:
-        ax1.axvline(fastest * 0.7, color="#1f77b4", ls="--", lw=1, label="0.70 x fastest bare ASGI (in-memory GET target)")
+        ax1.axvline(fastest * 0.7, color="#1f77b4", ls=":", lw=2.5, label="0.70 x fastest bare ASGI (in-memory GET target)")
     rb = (result["ceilings"].get("redis-benchmark GET") or {}).get("rps")
     if rb:
         ax1.axvline(rb * 0.5, color="#d62728", ls="--", lw=1, label="0.50 x redis-benchmark GET (Redis GET target)")
@@ -175,8 +175,12 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
     xs = range(len(names))
     ax2.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50", color="#4c72b0")
     ax2.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99", color="#dd8452")
+    for x, a, b in zip(xs, p50, p99):
+        ax2.text(x - 0.2, a, f"{a:.2f}", ha="center", va="bottom", fontsize=7)
+        ax2.text(x + 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=7)
     ax2.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
-    ax2.set_ylabel("ms")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("ms (log scale)")
     ax2.set_title(f"GET latency at {meta['rate']:g} req/s, {meta['rate_connections']} connections", fontsize=10)
     ax2.legend(fontsize=8)
     fig.suptitle(f"devinit bench @ {meta['commit']} {meta['timestamp']}", fontsize=11)
