@@ -33,15 +33,29 @@ def _run(coro: Awaitable[Any]) -> Any:
         return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _closed_loop(op: Callable[[], Awaitable[Any]], duration: float, concurrency: int) -> tuple[list[float], int]:
-    """``concurrency`` tasks calling ``op`` back to back until ``duration``; latencies in ms."""
+async def _closed_loop(
+    op: Callable[[], Awaitable[Any]], duration: float, concurrency: int, rate: float | None = None
+) -> tuple[list[float], int]:
+    """``concurrency`` tasks calling ``op`` until ``duration``; latencies in ms.
+
+    Without ``rate`` each task calls back to back; with it, the tasks share ``rate`` calls/s on
+    staggered, evenly spaced slots (a slot missed while a call is in flight is sent at once).
+    """
     latencies: list[float] = []
     errors = 0
-    deadline = time.perf_counter() + duration
+    start = time.perf_counter()
+    deadline = start + duration
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
         nonlocal errors
+        interval = concurrency / rate if rate else 0.0
+        slot = start + i * interval / concurrency
         while time.perf_counter() < deadline:
+            if interval:
+                wait = slot - time.perf_counter()
+                slot += interval
+                if wait > 0:
+                    await asyncio.sleep(wait)
             t0 = time.perf_counter()
             try:
                 await op()
@@ -51,7 +65,7 @@ async def _closed_loop(op: Callable[[], Awaitable[Any]], duration: float, concur
                 continue
             latencies.append((time.perf_counter() - t0) * 1000)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return latencies, errors
 
 
@@ -224,23 +238,34 @@ def redis_direct(port: int, op: str, duration: float, concurrency: int = 32) -> 
 # -- gRPC (enabled when the server's gRPC port answers) ------------------------------------
 
 
-async def _grpc_get(port: int, store: str, key: str, duration: float, concurrency: int) -> tuple[list[float], int, float]:
+async def _grpc_get(port: int, store: str, key: str, duration: float, concurrency: int, rate: float | None) -> tuple[list[float], int, float]:
     import grpc
-    from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc
+    from dapr.proto.common.v1 import common_pb2
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc
+
+    try:  # newer dapr SDKs keep the state messages in their own module
+        from dapr.proto.runtime.v1 import state_pb2 as messages
+    except ImportError:
+        from dapr.proto.runtime.v1 import dapr_pb2 as messages
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = dapr_pb2_grpc.DaprStub(channel)
         value = b'"' + b"v" * 1022 + b'"'
-        from dapr.proto.common.v1 import common_pb2
-
-        await stub.SaveState(dapr_pb2.SaveStateRequest(store_name=store, states=[common_pb2.StateItem(key=key, value=value)]))
-        request = dapr_pb2.GetStateRequest(store_name=store, key=key)
+        await stub.SaveState(messages.SaveStateRequest(store_name=store, states=[common_pb2.StateItem(key=key, value=value)]))
+        request = messages.GetStateRequest(store_name=store, key=key)
         t0 = time.perf_counter()
-        lat, errors = await _closed_loop(lambda: stub.GetState(request), duration, concurrency)
+        lat, errors = await _closed_loop(lambda: stub.GetState(request), duration, concurrency, rate)
         return lat, errors, time.perf_counter() - t0
 
 
-def grpc_get(port: int, duration: float, concurrency: int = 32, store: str = "statestore", key: str = "bench-grpc") -> Measure:
-    """GetState of a 1 KB value over gRPC, closed loop, from a grpc.aio client."""
-    lat, errors, seconds = _run(_grpc_get(port, store, key, duration, concurrency))
-    return _measure(lat, errors, seconds, f"grpc.aio client, {concurrency} tasks, one channel")
+def grpc_get(
+    port: int, duration: float, concurrency: int = 32, store: str = "statestore", key: str = "bench-grpc", rate: float | None = None
+) -> Measure:
+    """GetState of a 1 KB value over gRPC from a grpc.aio client: flat out, or paced to ``rate``.
+
+    The client is Python on the same cores, so its own cost is in the figures: flat out it is
+    likely the bottleneck, and paced latencies include its per-call overhead.
+    """
+    lat, errors, seconds = _run(_grpc_get(port, store, key, duration, concurrency, rate))
+    how = f"paced {rate:g}/s" if rate else "closed loop"
+    return _measure(lat, errors, seconds, f"grpc.aio client, {concurrency} tasks, one channel, {how}", target_rate=rate)
