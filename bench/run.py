@@ -185,6 +185,22 @@ def _merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def per_round_ratios(ceil_rounds: list[dict[str, Any]], store_rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
+    """The two throughput target ratios within each round (figures minutes apart, not a whole run
+    apart); the targets use their median, which drifts less than a ratio of medians."""
+    out: dict[str, list[float]] = {"memory GET / fastest bare ASGI": [], "redis GET / redis-benchmark GET": []}
+    for i, ceil in enumerate(ceil_rounds):
+        bare = [m.rps for k, m in ceil.items() if k.startswith("bare ASGI ")]
+        mem = store_rounds.get("memory", [])
+        if bare and i < len(mem) and isinstance(mem[i].get("GET"), Measure):
+            out["memory GET / fastest bare ASGI"].append(round(mem[i]["GET"].rps / max(bare), 3))
+        red = store_rounds.get("redis", [])
+        rb = ceil.get("redis-benchmark GET")
+        if rb and i < len(red) and isinstance(red[i].get("GET"), Measure):
+            out["redis GET / redis-benchmark GET"].append(round(red[i]["GET"].rps / rb.rps, 3))
+    return out
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -262,6 +278,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "dapr_published": DAPR_PUBLISHED,
         "notes": notes,
     }
+    result["per_round"] = per_round_ratios(ceil_rounds, store_rounds)
     result["rows"] = report.rows(result)
     result["targets"] = report.targets(result)
     if "redis" in a.store_list:
