@@ -1,0 +1,1 @@
+"""devinit's benchmark harness (not part of the test run): ``python -m bench --help``."""

@@ -1,0 +1,47 @@
+"""The bench harness runs end to end on a tiny budget and writes the JSON shape the README
+promises. No timing is asserted (DESIGN.md: timings belong in bench/); only shapes and the
+correctness figures the harness itself checks (no lost updates on the hot key)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from support import need
+
+from bench import report
+from bench.run import main, parse_args, run
+
+
+def test_bench_quick_shape(tmp_path):
+    need(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
+    a = parse_args(["--duration", "1", "--rate-duration", "1", "--rounds", "1", "--stores", "memory",
+                    "--bare-stacks", "uvicorn", "--no-hey", "--cli-runs", "1", "--no-init"])
+    result = run(a)
+    json.dumps(result)  # serializable as written to bench/results/
+    assert set(result) >= {"meta", "ceilings", "stores", "cli", "rows", "targets", "notes", "dapr_published"}
+    assert result["ceilings"]["bare ASGI fastest"]["stack"] == "uvicorn"
+    mem = result["stores"]["memory"]
+    for workload in ("GET", "save eventual", "save strong", "RMW hot key", "GET @1000/s"):
+        m = mem[workload]
+        assert m["requests"] > 0 and m["rps"] > 0 and m["errors"] == 0, (workload, m)
+    assert mem["RMW hot key"]["extra"]["lost_updates"] == 0
+    assert "skipped" in mem["gRPC GET"] or mem["gRPC GET"]["requests"] > 0
+    assert mem["rss_kib"]["idle"] > 0 and mem["rss_kib"]["loaded_peak"] >= mem["rss_kib"]["idle"]
+    assert result["cli"]["--help"]["exit"] == 0
+    names = {(r["group"], r["name"]) for r in result["rows"]}
+    assert ("ceiling", "bare ASGI uvicorn") in names and ("memory", "GET") in names
+    assert all({"target", "value", "goal", "met"} <= set(t) for t in result["targets"])
+    assert "targets:" in report.table(result)
+
+
+def test_bench_cli_writes_json(tmp_path, capsys):
+    need(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
+    out = tmp_path / "r.json"
+    code = main(["--duration", "1", "--rate-duration", "1", "--rounds", "1", "--stores", "memory", "--bare-stacks", "uvicorn",
+                 "--no-hey", "--no-cli", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["stores"]["memory"]["GET"]["rps"] > 0
+    printed = capsys.readouterr().out
+    assert "memory" in printed and str(out) in printed
