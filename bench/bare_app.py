@@ -3,9 +3,10 @@
 It does the least any HTTP front end must do (one ``http.response.start`` and one
 ``http.response.body``), so its rps on a server stack is the most devinit can reach on it.
 
-``python -m bench.bare_app uvicorn PORT`` serves it on uvicorn configured exactly as
-``devinit serve`` configures it (httptools, uvloop, no lifespan, no access log, no Server or
-Date header). Granian serves ``bench.bare_app:app`` from its own command line.
+``python -m bench.bare_app uvicorn PORT`` serves it on uvicorn (httptools, uvloop, no
+lifespan, no access log, no Server or Date header); ``python -m bench.bare_app h1 PORT`` serves
+the same body on devinit's own HTTP server (devinit/server/h1.py): the same-stack ceiling.
+Granian serves ``bench.bare_app:app`` from its own command line.
 """
 
 from __future__ import annotations
@@ -52,7 +53,33 @@ def serve_uvicorn(port: int) -> None:
     uvicorn.Server(config).run()
 
 
+def serve_h1(port: int) -> None:
+    """devinit's own HTTP server (devinit/server/h1.py) answering the same constant body."""
+    import asyncio
+
+    from devinit.server.h1 import H1Server, Request, Response
+    from devinit.server.http import error_response
+
+    answer: Response = (200, [(b"Content-Type", b"application/json")], BODY)
+
+    async def handler(req: Request) -> Response:
+        return answer
+
+    async def main() -> None:
+        server = H1Server(handler, "127.0.0.1", port, error_response=error_response)
+        await server.start()
+        await server.serve()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "uvicorn":
-        sys.exit("usage: python -m bench.bare_app uvicorn PORT")
-    serve_uvicorn(int(sys.argv[2]))
+    serve = {"uvicorn": serve_uvicorn, "h1": serve_h1}
+    if len(sys.argv) != 3 or sys.argv[1] not in serve:
+        sys.exit("usage: python -m bench.bare_app uvicorn|h1 PORT")
+    serve[sys.argv[1]](int(sys.argv[2]))

@@ -241,17 +241,22 @@ def start_devinit(kind: str, workdir: Path, redis_port: int | None = None) -> De
 def start_bare(stack: str, workdir: Path) -> tuple[Proc, int]:
     """The bare 1 KB ASGI app (bench/bare_app.py) on one server stack; see BARE_STACKS."""
     port = free_port()
-    argv = [*BARE_STACKS[stack], "--port", str(port)] if stack != "uvicorn" else [sys.executable, "-m", "bench.bare_app", "uvicorn", str(port)]
+    if stack in ("uvicorn", "devinit-h1"):
+        argv = [sys.executable, "-m", "bench.bare_app", "h1" if stack == "devinit-h1" else "uvicorn", str(port)]
+    else:
+        argv = [*BARE_STACKS[stack], "--port", str(port)]
     proc = Proc(f"bare ASGI on {stack}", argv, workdir / f"bare-{stack}.log", env=devinit_env()).start()
     wait_http(proc, f"http://127.0.0.1:{port}/")
     return proc, port
 
 
 _GRANIAN = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--workers", "1", "--http", "1", "--no-ws", "--log-level", "warning"]
-#: the stacks the bare app is measured on: devinit's own (uvicorn+httptools+uvloop) and the
-#: fastest single-worker ASGI servers installed (the best of them is "fastest bare ASGI").
+#: the stacks the bare app is measured on: devinit's own HTTP server (devinit-h1, the
+#: same-stack ceiling) and the fastest single-worker ASGI servers installed (the best of them
+#: is "fastest bare ASGI", the issue's target base).
 BARE_STACKS: dict[str, list[str]] = {
-    "uvicorn": [],  # started through bench.bare_app with devinit's own uvicorn options
+    "devinit-h1": [],  # started through bench.bare_app on devinit/server/h1.py
+    "uvicorn": [],  # started through bench.bare_app
     "granian": [*_GRANIAN, "--loop", "uvloop", "bench.bare_app:app"],
     "granian-st-rust": [*_GRANIAN, "--loop", "uvloop", "--runtime-mode", "st", "--task-impl", "rust", "bench.bare_app:app"],
 }

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-RATIO_COLUMNS = ("bare uvicorn", "bare fastest", "redis-bench", "redis-py")
+RATIO_COLUMNS = ("same stack", "bare fastest", "redis-bench", "redis-py")
 
 
 def _m(d: Any) -> dict[str, Any] | None:
@@ -16,7 +16,7 @@ def _m(d: Any) -> dict[str, Any] | None:
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every measured figure as a row: group, name, rps, p50, p99, errors, ratios to the ceilings."""
     c = result["ceilings"]
-    bare_uv = (_m(c.get("bare ASGI uvicorn")) or {}).get("rps")
+    same = (_m(c.get("bare devinit-h1")) or {}).get("rps")
     fastest = (c.get("bare ASGI fastest") or {}).get("rps")
     rb_get = (_m(c.get("redis-benchmark GET")) or {}).get("rps")
     rb_set = (_m(c.get("redis-benchmark SET")) or {}).get("rps")
@@ -38,7 +38,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             ratios: dict[str, float | None] = {}
             paced = "@" in name
             if not paced and name != "RMW hot key":
-                ratios["bare uvicorn"] = ratio(m["rps"], bare_uv)
+                ratios["same stack"] = ratio(m["rps"], same)
                 ratios["bare fastest"] = ratio(m["rps"], fastest)
                 if store == "redis":
                     is_get = name.startswith("GET") or name.startswith("gRPC")

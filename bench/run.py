@@ -185,6 +185,11 @@ def _merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def bare_label(stack: str) -> str:
+    """The ceiling's name: devinit's own server is the same-stack ceiling, not an ASGI one."""
+    return "bare devinit-h1" if stack == "devinit-h1" else f"bare ASGI {stack}"
+
+
 def per_round_ratios(ceil_rounds: list[dict[str, Any]], store_rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
     """The two throughput target ratios within each round (figures minutes apart, not a whole run
     apart); the targets use their median, which drifts less than a ratio of medians."""
@@ -215,7 +220,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     notes: list[str] = []
     if optional:
         notes.append("optional tools missing: " + ", ".join(optional))
-    stacks = [s for s in a.stack_list if s == "uvicorn" or have_granian()]
+    stacks = [s for s in a.stack_list if s in ("uvicorn", "devinit-h1") or have_granian()]
     if len(stacks) < len(a.stack_list):
         notes.append("granian is not installed (pip install granian): the fastest-stack ceiling is uvicorn only")
     with_hey = not a.no_hey and shutil.which("hey") is not None
@@ -235,8 +240,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 log(f"== round {rnd + 1}/{a.rounds}")
                 ceil: dict[str, Any] = {}
                 for stack in stacks:
-                    log(f"   bare ASGI app on {stack}")
-                    ceil[f"bare ASGI {stack}"] = measure_bare(stack, work, a)
+                    log(f"   bare app on {stack}")
+                    ceil[bare_label(stack)] = measure_bare(stack, work, a)
                 if redis_port is not None:
                     log("   Redis ceilings (redis-benchmark, redis-py)")
                     ceil.update(measure_redis_ceilings(redis_port, a))

@@ -16,7 +16,7 @@ from bench.run import main, parse_args, run
 def test_bench_quick_shape(tmp_path):
     need(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
     a = parse_args(["--duration", "1", "--rate-duration", "1", "--rounds", "1", "--stores", "memory",
-                    "--bare-stacks", "uvicorn", "--no-hey", "--cli-runs", "1", "--no-init"])
+                    "--bare-stacks", "devinit-h1,uvicorn", "--no-hey", "--cli-runs", "1", "--no-init"])
     result = run(a)
     json.dumps(result)  # serializable as written to bench/results/
     assert set(result) >= {"meta", "ceilings", "stores", "cli", "rows", "targets", "notes", "dapr_published"}
@@ -30,7 +30,7 @@ def test_bench_quick_shape(tmp_path):
     assert mem["rss_kib"]["idle"] > 0 and mem["rss_kib"]["loaded_peak"] >= mem["rss_kib"]["idle"]
     assert result["cli"]["--help"]["exit"] == 0
     names = {(r["group"], r["name"]) for r in result["rows"]}
-    assert ("ceiling", "bare ASGI uvicorn") in names and ("memory", "GET") in names
+    assert ("ceiling", "bare ASGI uvicorn") in names and ("ceiling", "bare devinit-h1") in names and ("memory", "GET") in names
     assert all({"target", "value", "goal", "met"} <= set(t) for t in result["targets"])
     assert "targets:" in report.table(result)
 

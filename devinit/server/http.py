@@ -1,8 +1,8 @@
-"""The HTTP front end: Dapr's state API routes as one plain ASGI callable.
+"""The HTTP front end: Dapr's state API routes as one handler for ``h1.H1Server``.
 
-No framework: routing is a few byte comparisons on ``raw_path`` (so a ``%2F`` in a key stays
-part of the key), bodies are parsed with orjson, and answers are written directly. Every rule
-that is not about the wire is the runtime's.
+No framework: routing is a few byte comparisons on the raw path (so a ``%2F`` in a key stays
+part of the key), bodies are parsed with orjson, and every answer is one ``Response`` tuple.
+Every rule that is not about the wire is the runtime's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -19,22 +18,20 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from devinit.errors import ApiError, malformed
+from devinit.server.h1 import Request, Response
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
 
 log = logging.getLogger("devinit.http")
 
-MAX_BODY = 4 * 1024 * 1024
-_JSON = [(b"content-type", b"application/json")]
-_BIG_INT = re.compile(rb"\d{19}")  # orjson reads integers beyond 64 bits as floats
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class _Disconnected(Exception):
-    """The client went away before its body arrived."""
+_JSON_CT = (b"Content-Type", b"application/json")
+_JSON = [_JSON_CT]
+_NO_CONTENT: Response = (204, [], b"")
+_STATE = b"/v1.0/state/"
+_QUERY = b"/v1.0-alpha1/state/"
+_WRITE = ("POST", "PUT")
+_DIGITS = [bytes([d]) for d in b"0123456789"]
+_BIG_INT = re.compile(rb"\d{19}")
 
 
 def loads(body: bytes) -> Any:
@@ -42,11 +39,18 @@ def loads(body: bytes) -> Any:
     if not body:
         raise malformed("the request body is empty: send a JSON document")
     try:
-        if _BIG_INT.search(body) is None:
-            return orjson.loads(body)
-        return json.loads(body.decode("utf-8"))  # exact big integers
+        value = orjson.loads(body)
+        # orjson reads integers beyond 64 bits as floats; only then re-read with the exact parser
+        if _has_big_int(body):
+            value = json.loads(body.decode("utf-8"))
+        return value
     except (orjson.JSONDecodeError, ValueError, RecursionError) as e:
         raise malformed(f"the request body is not valid JSON: {e}") from None
+
+
+def _has_big_int(body: bytes) -> bool:
+    """Whether ``body`` holds a run of 19+ digits; counting digits first skips the regex for most bodies."""
+    return sum(map(body.count, _DIGITS)) >= 19 and _BIG_INT.search(body) is not None
 
 
 def dumps_value(value: Any) -> bytes:
@@ -75,134 +79,123 @@ def embed_value(value: bytes) -> Any:
         return base64.b64encode(value).decode()
 
 
-def error_body(err: ApiError) -> bytes:
-    return orjson.dumps({"errorCode": err.error_code, "message": err.message})
+def error_response(status: int, message: str, code: str | None = None) -> Response:
+    """The contract's JSON error body (also used by the HTTP server for its own refusals)."""
+    if code is None:
+        code = {400: "ERR_MALFORMED_REQUEST", 413: "ERR_BODY_TOO_LARGE", 431: "ERR_HEADERS_TOO_LARGE"}.get(status, "ERR_INTERNAL")
+    return status, _JSON, orjson.dumps({"errorCode": code, "message": message})
+
+
+def _json(body: Any) -> Response:
+    return 200, _JSON, orjson.dumps(body)
+
+
+def _not_found(req: Request) -> ApiError:
+    return ApiError("ERR_NOT_FOUND", f"no route {req.method} {req.path.decode('latin-1')}", 404, "NOT_FOUND")
+
+
+def _not_allowed(req: Request) -> ApiError:
+    return ApiError("ERR_METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path.decode('latin-1')}", 405, "UNIMPLEMENTED")
 
 
 class HttpApp:
-    """The ASGI application serving one runtime."""
+    """The request handler serving one runtime."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.token = runtime.api_token
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is handled by the server itself
+    async def __call__(self, req: Request) -> Response:
         try:
-            await self._route(scope, receive, send)
+            return await self._route(req)
         except ApiError as e:
-            await _send(send, e.http_status, error_body(e), _JSON)
-        except _Disconnected:
-            return
+            return error_response(e.http_status, e.message, e.error_code)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: bytes = scope["raw_path"] or scope["path"].encode()
-        method: str = scope["method"]
+    async def _route(self, req: Request) -> Response:
+        path, method = req.path, req.method
         if path.startswith(b"/v1.0/healthz"):
             if path in (b"/v1.0/healthz", b"/v1.0/healthz/outbound") and method in ("GET", "HEAD"):
-                await _send(send, 204)
-                return
-            raise ApiError("ERR_NOT_FOUND", f"no route {method} {path.decode('latin-1')}", 404, "NOT_FOUND")
-        headers = dict(scope["headers"])
+                return _NO_CONTENT
+            raise _not_found(req)
         if self.token is not None:
-            check_token(self.token, headers.get(b"dapr-api-token"))
-        if path.startswith(b"/v1.0/state/"):
+            check_token(self.token, req.headers.get(b"dapr-api-token"))
+        if path.startswith(_STATE):
             store, sep, rest = path[12:].partition(b"/")
             name = _segment(store, "store name")
             if not name:
                 raise malformed("the store name is missing from the URL: /v1.0/state/<store>")
-            if not sep or not rest:
-                if method in ("POST", "PUT"):
-                    await self._save(name, scope, receive, send, headers)
-                    return
+            if not rest:
+                if method in _WRITE:
+                    return await self._save(name, req)
             elif method == "GET":
-                await self._get(name, _segment(rest, "key"), scope, send, headers)
-                return
+                return await self._get(name, _segment(rest, "key"), req)
             elif method == "DELETE":
-                await self._delete(name, _segment(rest, "key"), scope, send, headers)
-                return
-            elif rest == b"bulk" and method in ("POST", "PUT"):
-                await self._bulk(name, scope, receive, send, headers)
-                return
-            elif rest == b"transaction" and method in ("POST", "PUT"):
-                await self._transaction(name, scope, receive, send, headers)
-                return
-            raise ApiError("ERR_METHOD_NOT_ALLOWED", f"{method} is not allowed on {path.decode('latin-1')}", 405, "UNIMPLEMENTED")
-        if path.startswith(b"/v1.0-alpha1/state/") and path.endswith(b"/query"):
-            if method not in ("POST", "PUT"):
-                raise ApiError("ERR_METHOD_NOT_ALLOWED", f"{method} is not allowed on the query route; use POST", 405, "UNIMPLEMENTED")
-            await self._query(_segment(path[19:-6], "store name"), scope, receive, send, headers)
-            return
+                return await self._delete(name, _segment(rest, "key"), req)
+            elif method in _WRITE and rest == b"bulk":
+                return await self._bulk(name, req)
+            elif method in _WRITE and rest == b"transaction":
+                return await self._transaction(name, req)
+            raise _not_allowed(req)
+        if path.startswith(_QUERY) and path.endswith(b"/query"):
+            if method not in _WRITE:
+                raise _not_allowed(req)
+            return await self._query(_segment(path[len(_QUERY) : -6], "store name"), req)
         if path == b"/v1.0/metadata" and method == "GET":
-            await _send(send, 200, orjson.dumps(self.runtime.metadata()), _JSON)
-            return
-        raise ApiError("ERR_NOT_FOUND", f"no route {method} {path.decode('latin-1')}", 404, "NOT_FOUND")
+            return _json(self.runtime.metadata())
+        raise _not_found(req)
 
     # -- handlers ----------------------------------------------------------------------
 
-    async def _get(self, store: str, key: str, scope: Scope, send: Send, headers: dict[bytes, bytes]) -> None:
-        params = _params(scope)
-        consistency = params.get("consistency") or _header(headers, b"consistency")
+    async def _get(self, store: str, key: str, req: Request) -> Response:
+        params = _params(req)
+        consistency = params.get("consistency") or _header(req, b"consistency")
         item = await self.runtime.get(store, key, consistency)
         if item is None:
-            await _send(send, 204)
-            return
-        extra = [(b"content-type", b"application/json"), (b"ETag", item.etag.encode())]
+            return _NO_CONTENT
+        headers = [_JSON_CT, (b"ETag", item.etag.encode())]
         if item.expire_at is not None:
-            extra.append((b"metadata.ttlExpireTime", rfc3339(item.expire_at).encode()))
-        await _send(send, 200, item.value, extra)
+            headers.append((b"metadata.ttlExpireTime", rfc3339(item.expire_at).encode()))
+        return 200, headers, item.value
 
-    async def _save(self, store: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
-        body = loads(await _body(receive, headers))
+    async def _save(self, store: str, req: Request) -> Response:
+        body = loads(req.body)
         if isinstance(body, str):  # the Dapr how-to posts a JSON string holding the array
             body = loads(body.encode())
         if not isinstance(body, list):
             raise malformed("the save body must be a JSON array of {key, value, etag?, metadata?, options?}")
-        params = _params(scope)
+        params = _params(req)
         query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
         items = []
         for i, raw in enumerate(body):
             if not isinstance(raw, dict):
                 raise malformed(f"item {i} of the save body must be an object with a key and a value")
             items.append(_request(raw, query_meta, f"item {i}"))
-        defaults = {
-            "consistency": params.get("consistency") or _header(headers, b"consistency"),
-            "concurrency": params.get("concurrency") or _header(headers, b"concurrency"),
-        }
-        await self.runtime.save(store, items, defaults)
-        await _send(send, 204)
+        await self.runtime.save(store, items, _option_defaults(req, params))
+        return _NO_CONTENT
 
-    async def _delete(self, store: str, key: str, scope: Scope, send: Send, headers: dict[bytes, bytes]) -> None:
-        params = _params(scope)
-        etag = _header(headers, b"if-match")
+    async def _delete(self, store: str, key: str, req: Request) -> Response:
+        params = _params(req)
+        etag = _header(req, b"if-match")
         if etag and len(etag) >= 2 and etag[0] == etag[-1] == '"':
             etag = etag[1:-1]
-        options = {
-            "consistency": params.get("consistency") or _header(headers, b"consistency"),
-            "concurrency": params.get("concurrency") or _header(headers, b"concurrency"),
-        }
         meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
-        await self.runtime.delete(store, SaveRequest(key, b"", etag, meta, options))
-        await _send(send, 204)
+        await self.runtime.delete(store, SaveRequest(key, b"", etag, meta, _option_defaults(req, params)))
+        return _NO_CONTENT
 
-    async def _bulk(self, store: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
-        body = loads(await _body(receive, headers))
+    async def _bulk(self, store: str, req: Request) -> Response:
+        body = loads(req.body)
         if not isinstance(body, dict) or "keys" not in body:
-            raise malformed("the bulk body must be an object like {\"keys\": [\"a\", \"b\"]}")
+            raise malformed('the bulk body must be an object like {"keys": ["a", "b"]}')
         parallelism = body.get("parallelism")
         if parallelism is not None and (not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 0):
             raise malformed("parallelism must be a non-negative integer")
         items = await self.runtime.bulk_get(store, body["keys"])
-        out = []
-        for key, item in items:
-            out.append({"key": key} if item is None else _bulk_item(key, item))
-        await _send(send, 200, orjson.dumps(out), _JSON)
+        return _json([{"key": key} if item is None else _bulk_item(key, item) for key, item in items])
 
-    async def _transaction(self, store: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
-        body = loads(await _body(receive, headers))
+    async def _transaction(self, store: str, req: Request) -> Response:
+        body = loads(req.body)
         if not isinstance(body, dict):
-            raise malformed("the transaction body must be an object like {\"operations\": [...]}")
+            raise malformed('the transaction body must be an object like {"operations": [...]}')
         operations = body.get("operations") or []
         if not isinstance(operations, list):
             raise malformed("operations must be an array of {operation, request}")
@@ -212,18 +205,17 @@ class HttpApp:
                 raise malformed(f"operations[{i}] must be an object with 'operation' and a 'request' object")
             ops.append(TxOperation(raw.get("operation"), _request(raw["request"], {}, f"operations[{i}].request")))
         await self.runtime.transact(store, ops, body.get("metadata"))
-        await _send(send, 204)
+        return _NO_CONTENT
 
-    async def _query(self, store: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
+    async def _query(self, store: str, req: Request) -> Response:
         self.runtime.entry(store)  # an unknown store is reported before a bad body
-        results, token = await self.runtime.query(store, loads(await _body(receive, headers)))
+        results, token = await self.runtime.query(store, loads(req.body))
         if not results:
-            await _send(send, 204)
-            return
+            return _NO_CONTENT
         out: dict[str, Any] = {"results": [{"key": k, "data": embed_value(v), "etag": e} for k, v, e in results]}
         if token is not None:
             out["token"] = token
-        await _send(send, 200, orjson.dumps(out), _JSON)
+        return _json(out)
 
 
 def _bulk_item(key: str, item: StoredItem) -> dict[str, Any]:
@@ -242,60 +234,29 @@ def _request(raw: dict[str, Any], extra_meta: dict[str, str], where: str) -> Sav
     return SaveRequest(raw.get("key"), dumps_value(raw.get("value")), raw.get("etag"), metadata, raw.get("options"))
 
 
+def _option_defaults(req: Request, params: dict[str, str]) -> dict[str, str | None]:
+    """Request-level consistency / concurrency: the query string first, then headers."""
+    return {
+        "consistency": params.get("consistency") or _header(req, b"consistency"),
+        "concurrency": params.get("concurrency") or _header(req, b"concurrency"),
+    }
+
+
 def _segment(raw: bytes, what: str) -> str:
     try:
+        if b"%" not in raw:
+            return raw.decode("utf-8")
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise malformed(f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
 
 
-def _params(scope: Scope) -> dict[str, str]:
-    qs: bytes = scope["query_string"]
-    if not qs:
+def _params(req: Request) -> dict[str, str]:
+    if not req.query:
         return {}
-    return dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True))
+    return dict(parse_qsl(req.query.decode("latin-1"), keep_blank_values=True))
 
 
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
+def _header(req: Request, name: bytes) -> str | None:
+    value = req.headers.get(name)
     return value.decode("latin-1") if value is not None else None
-
-
-def _too_large() -> ApiError:
-    return ApiError(
-        "ERR_BODY_TOO_LARGE",
-        f"the request body is over {MAX_BODY // (1024 * 1024)} MiB: split it into smaller requests",
-        413,
-        "RESOURCE_EXHAUSTED",
-    )
-
-
-async def _body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
-    length = headers.get(b"content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise _too_large()
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _Disconnected()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > MAX_BODY:
-            raise _too_large()
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _send(send: Send, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or []})
-    await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,43 +34,11 @@ class ServeOptions:
     store_timeout: float = DEFAULT_STORE_TIMEOUT
 
 
-def _uvicorn_server(app: object, opts: ServeOptions) -> object:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            # uvicorn re-raises the signal after shutdown, which would end the process before
-            # the stores are closed; we only ask it to exit and return normally instead.
-            handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if sys.platform == "win32" else [])  # type: ignore[attr-defined]
-            originals = {s: signal.signal(s, self.handle_exit) for s in handled}
-            try:
-                yield
-            finally:
-                for s, handler in originals.items():
-                    signal.signal(s, handler)
-
-    config = uvicorn.Config(
-        app,
-        host=opts.host,
-        port=opts.http_port,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        log_level=opts.log_level,
-        log_config=None,
-        timeout_keep_alive=30,
-        backlog=2048,
-    )
-    return Server(config)
-
-
 async def serve_async(opts: ServeOptions) -> int:
     """Serve until a stop signal; returns the process exit code."""
     from devinit.server.grpc_api import GrpcBindError, start_grpc_server
-    from devinit.server.http import HttpApp
+    from devinit.server.h1 import H1Server
+    from devinit.server.http import HttpApp, error_response
 
     runtime = await Runtime.start(opts.components_path, opts.app_id, opts.api_token, opts.store_timeout)
     stores = ", ".join(f"{n} ({e.spec.type})" for n, e in sorted(runtime.entries.items())) or "none"
@@ -87,18 +55,45 @@ async def serve_async(opts: ServeOptions) -> int:
             log.error("%s", e)
             return 1
         log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
-        server = _uvicorn_server(HttpApp(runtime), opts)
-        log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
-        await server.serve()  # type: ignore[attr-defined]
-        if not server.started:  # type: ignore[attr-defined]
-            log.error("the HTTP server could not start (is port %d in use? try --http-port)", opts.http_port)
+        server = H1Server(HttpApp(runtime), opts.host, opts.http_port, error_response=error_response)
+        try:
+            await server.start()
+        except OSError as e:
+            log.error(
+                "the HTTP server could not listen on %s:%d (is port %d in use? try --http-port): %s",
+                opts.host, opts.http_port, opts.http_port, e.strerror or e,
+            )
             return 1
+        log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
+        with _stop_on_signals(server.stop):
+            await server.serve()
         return 0
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         await runtime.close()
         log.info("stopped; stores closed")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM (and Ctrl-Break on Windows) call ``stop`` instead of killing the process."""
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if sys.platform == "win32" else [])  # type: ignore[attr-defined]
+    previous = {}
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, stop)
+        except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
+            previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+    try:
+        yield
+    finally:
+        for sig in signals:
+            if sig in previous:
+                signal.signal(sig, previous[sig])
+            else:
+                loop.remove_signal_handler(sig)
 
 
 def serve(opts: ServeOptions) -> int:

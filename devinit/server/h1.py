@@ -1,0 +1,307 @@
+"""A small HTTP/1.1 server on httptools: the front door of the state API.
+
+Why not an ASGI server: measured on the state API's hot path (bench/), uvicorn spends most of a
+small GET in its own per-response work (two socket writes, chunked framing, middleware); a
+protocol that parses with httptools and writes each response once with Content-Length serves
+the same handler at two to three times the rate. What it supports is what a state API client
+needs, and no more:
+
+- HTTP/1.0 and 1.1, keep-alive, pipelined requests (answered in order, one at a time per
+  connection), ``Content-Length`` and chunked request bodies, ``Expect: 100-continue``;
+- limits: request bodies (413, without reading a declared-too-large body), URL and header
+  size (431), idle keep-alive connections closed after ``idle_timeout``;
+- malformed requests and upgrades answered 400 and closed; a handler that raises answers 500
+  (the traceback is logged) and the connection goes on;
+- graceful stop: stop listening, let requests in flight finish (bounded), close the rest.
+
+The handler is ``async def handler(request: Request) -> Response`` with the whole body read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+log = logging.getLogger("devinit.http")
+
+MAX_BODY = 4 * 1024 * 1024
+MAX_HEAD = 64 * 1024  # URL plus headers
+MAX_PIPELINED = 32  # complete requests waiting per connection before reading pauses
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request with its whole body."""
+
+    method: str
+    path: bytes  # raw, still percent-encoded, without the query
+    query: bytes
+    headers: dict[bytes, bytes]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+
+
+#: (status, headers, body); Content-Length and Connection are added by the server
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))
+
+
+_STATUS_LINES = {code: _status_line(code) for code in _REASONS}
+
+
+class _Protocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: H1Server) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[tuple[Request | Response, bool]] = deque()
+        self.busy = False
+        self.paused = False
+        self.last_active = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.head_size = 0
+        self.chunks: list[bytes] = []
+        self.body_size = 0
+        self.refusal: Response | None = None  # an answer decided before the body arrived
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.last_active = self.loop.time()
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"protocol upgrades are not supported")
+        except httptools.HttpParserError as e:
+            self._fail(400, b"malformed HTTP request: " + str(e).encode("ascii", "replace"))
+
+    def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests too
+        if self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            self._fail(431, b"the request URL and headers are too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEAD:
+            self._fail(431, b"the request URL and headers are too large")
+            return
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        length = self.headers.get(b"content-length")
+        idle = not self.busy and not self.queue  # nothing else to answer first
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            self.refusal = self.server.too_large()
+            if idle:
+                self._close_with(self.refusal)  # answer now and never read the body
+                return
+        if idle and self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.refusal is not None:
+            return
+        self.body_size += len(body)
+        if self.body_size > MAX_BODY:
+            self.refusal = self.server.too_large()
+            self.chunks = []
+            return
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = self.parser.should_keep_alive()
+        if self.refusal is not None:
+            item: Request | Response = self.refusal
+        else:
+            path, _, query = self.url.partition(b"?")
+            body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            item = Request(self.parser.get_method().decode("ascii"), path, query, self.headers, body)
+        self.queue.append((item, keep_alive))
+        if not self.busy:
+            self._next()
+        elif len(self.queue) >= MAX_PIPELINED and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+
+    # -- answering ----------------------------------------------------------------------
+
+    def _next(self) -> None:
+        item, keep_alive = self.queue.popleft()
+        if isinstance(item, Request):
+            self.busy = True
+            self.server.in_flight += 1
+            self.loop.create_task(self._run(item, keep_alive))
+        else:
+            self._write(item, keep_alive, head=False)
+            self._done(keep_alive)
+
+    async def _run(self, request: Request, keep_alive: bool) -> None:
+        try:
+            response = await self.handler(request)
+        except Exception:  # a bug: answer 500, keep serving
+            log.exception("error while handling %s %s", request.method, request.path.decode("latin-1"))
+            response = self.server.internal_error()
+        finally:
+            self.server.in_flight -= 1
+        self.busy = False
+        if self.server.stopping:
+            keep_alive = False
+        self._write(response, keep_alive, head=request.method == "HEAD")
+        self._done(keep_alive)
+
+    def _done(self, keep_alive: bool) -> None:
+        if not keep_alive:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.queue:
+            self._next()
+        else:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _write(self, response: Response, keep_alive: bool, head: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        status, headers, body = response
+        parts = [_STATUS_LINES.get(status) or _status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if status not in _NO_BODY_STATUS:
+            parts.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if body and not head and status not in _NO_BODY_STATUS:
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+        self.last_active = self.loop.time()
+
+    def _fail(self, status: int, message: bytes) -> None:
+        """Answer a request that cannot be read, then close the connection."""
+        self._close_with(self.server.error_response(status, message.decode("utf-8", "replace")))
+
+    def _close_with(self, response: Response) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.queue.clear()
+        self._write(response, keep_alive=False, head=False)
+        self.transport.close()
+
+    def close_if_idle(self, now: float, idle_timeout: float) -> None:
+        if self.transport is not None and not self.busy and not self.queue and now - self.last_active > idle_timeout:
+            self.transport.close()
+
+
+class H1Server:
+    """Listen on ``host:port`` and answer with ``handler``; ``serve()`` runs until ``stop()``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        error_response: Callable[[int, str], Response],
+        idle_timeout: float = 30.0,
+        backlog: int = 2048,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.idle_timeout = idle_timeout
+        self.backlog = backlog
+        self.error_response = error_response
+        self.connections: set[_Protocol] = set()
+        self.in_flight = 0
+        self.stopping = False
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._stopped = asyncio.Event()
+
+    def too_large(self) -> Response:
+        return self.error_response(413, f"the request body is over {MAX_BODY // (1024 * 1024)} MiB: split it into smaller requests")
+
+    def internal_error(self) -> Response:
+        return self.error_response(500, "internal error in devinit; the server log has the details")
+
+    async def start(self) -> None:
+        """Bind and listen; raises OSError (e.g. the port is in use)."""
+        self._server = await self.loop.create_server(
+            lambda: _Protocol(self), self.host, self.port, backlog=self.backlog
+        )
+        self.loop.create_task(self._sweep_idle())
+
+    async def _sweep_idle(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(min(5.0, self.idle_timeout))
+            now = self.loop.time()
+            for conn in list(self.connections):
+                conn.close_if_idle(now, self.idle_timeout)
+
+    def stop(self) -> None:
+        """Ask ``serve()`` to finish (safe to call from a signal handler)."""
+        self._stopped.set()
+
+    async def serve(self, grace: float = 5.0) -> None:
+        """Run until ``stop()``; then stop listening and let requests in flight finish."""
+        await self._stopped.wait()
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        deadline = self.loop.time() + grace
+        while self.in_flight and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
