@@ -5,32 +5,29 @@ is also the etag), exactly as Dapr's Redis store keeps it, so a Dapr sidecar and
 share one Redis. Every check-and-write is one Lua script, atomic in the server, so several
 devinit processes never lose an update. TTLs are Redis expiries on the hash.
 
-A strong write is sent on one connection together with ``WAITAOF`` (Redis >= 7.2 with AOF
-on) or ``WAIT`` (when replicas are connected), so it is acknowledged only once Redis says it
-is durable/replicated. Without either, Redis' own AOF policy is all there is.
+Connections (``resp.Lane``): a few connections shared by all requests, whose commands go out
+together once per event-loop turn; strong writes use a lane of their own, because the
+``WAITAOF`` (Redis >= 7.2 with AOF on) or ``WAIT`` (replicas connected) sent right after them
+holds that connection until Redis confirms durability. Without either, Redis' own AOF policy
+is all there is.
 
 Failures (refused, timed out, an error reply) are raised as ``StoreError`` within the
-configured timeouts; broken connections are dropped by redis-py and stale pooled ones are
-PINGed before reuse, so the store recovers by itself when Redis comes back.
+configured timeouts (``dialTimeout``, ``readTimeout``); a lost connection is made again on the
+next call, so the store recovers by itself when Redis comes back.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-
 from devinit.errors import EtagMismatch, StoreError
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
+from devinit.state.resp import Lane, RedisFailure, ReplyError, Script
 
 # Returns {data, version, pttl} or nil when the key holds no item.
 _GET = """
@@ -97,30 +94,9 @@ end
 return {}
 """
 
-class _ReconnectingHealthCheck:
-    """Mixin for a connection whose idle-time health check reconnects once instead of failing.
-
-    The PING of the health check goes out before the caller's command, so when it finds the
-    socket dead (Redis restarted while the connection sat in the pool) reconnecting and going
-    on is safe: the command has not been sent. Commands themselves are never retried.
-    """
-
-    async def check_health(self) -> None:
-        try:
-            await super().check_health()  # type: ignore[misc]
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            await self.disconnect()  # type: ignore[attr-defined]
-            await self.connect()  # type: ignore[attr-defined]  # a fresh connection needs no PING; a failure here is real
-
-
-class _Connection(_ReconnectingHealthCheck, aioredis.Connection):
-    pass
-
-
-class _SSLConnection(_ReconnectingHealthCheck, aioredis.SSLConnection):
-    pass
-
-
+_GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT = (Script(x) for x in (_GET, _SET, _DELETE, _TRANSACT))
+SCRIPTS = (_GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT)
+LANES = 2  # shared connections for reads and eventual writes (measured: 2 beat 1, 4 no better)
 _DURABILITY_TTL = 10.0  # seconds to trust a reading of AOF / replica settings
 
 
@@ -130,6 +106,15 @@ class _Durability:
     waitaof: bool
     replicas: int
     read_at: float
+
+
+def _info(text: bytes) -> dict[str, str]:
+    out = {}
+    for line in text.decode("utf-8", "replace").splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            out[name.strip()] = value.strip()
+    return out
 
 
 class RedisStore(Store):
@@ -151,47 +136,62 @@ class RedisStore(Store):
         super().__init__(name)
         self.address = f"{host}:{port}"
         self.read_timeout = read_timeout
-        options: dict[str, Any] = dict(
-            password=password or None,
-            username=username or None,
-            db=db,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=dial_timeout,
-            # No silent retries: a write that timed out may have been applied, and a blind
-            # retry would turn it into a false etag conflict. The caller sees the error.
-            retry=Retry(NoBackoff(), 0),
-            # Pooled connections idle this long are PINGed before reuse, so the first calls
-            # after a Redis restart do not fail on dead sockets.
-            health_check_interval=1,
-        )
+        resolver = None
         if sentinel_master:
-            from redis.asyncio.sentinel import Sentinel
-
-            sentinel = Sentinel([(host, port)], socket_timeout=read_timeout, socket_connect_timeout=dial_timeout)
-            self.client: aioredis.Redis = sentinel.master_for(sentinel_master, ssl=tls, **options)
+            resolver = self._sentinel_resolver(host, port, sentinel_master, dial_timeout, read_timeout)
             self.address = f"sentinel {host}:{port} master {sentinel_master}"
-        else:
-            connection_class = _SSLConnection if tls else _Connection
-            pool = aioredis.ConnectionPool(host=host, port=port, connection_class=connection_class, **options)
-            self.client = aioredis.Redis(connection_pool=pool)
-        self._get = self.client.register_script(_GET)
-        self._set = self.client.register_script(_SET)
-        self._del = self.client.register_script(_DELETE)
-        self._tx = self.client.register_script(_TRANSACT)
+
+        def lane() -> Lane:
+            return Lane(
+                host, port, password=password or None, username=username or None, db=db, tls=tls,
+                dial_timeout=dial_timeout, read_timeout=read_timeout, scripts=SCRIPTS, resolver=resolver,
+            )
+
+        self._lanes = [lane() for _ in range(LANES)]
+        self._next_lane = itertools.cycle(self._lanes).__next__
+        self._strong_lane = lane()
         self._durability: _Durability | None = None
 
-    def _error(self, what: str, e: BaseException) -> StoreError:
-        detail = str(e) or type(e).__name__
+    @staticmethod
+    def _sentinel_resolver(host: str, port: int, master: str, dial_timeout: float, read_timeout: float) -> Any:
+        async def resolve() -> tuple[str, int]:
+            from redis.asyncio.sentinel import Sentinel  # only Sentinel setups need redis-py
+
+            sentinel = Sentinel([(host, port)], socket_timeout=read_timeout, socket_connect_timeout=dial_timeout)
+            try:
+                found = await sentinel.discover_master(master)
+            except Exception as e:  # noqa: BLE001 - redis-py raises several kinds here
+                raise RedisFailure(f"Sentinel at {host}:{port} does not know master {master!r}: {e}") from None
+            return found[0], int(found[1])
+
+        return resolve
+
+    def _error(self, what: str, detail: object) -> StoreError:
         return StoreError(f"Redis store {self.name!r} at {self.address}: {what} failed: {detail}")
 
+    async def _run(self, what: str, commands: Sequence[Sequence[Any]], lane: Lane | None = None) -> list[Any]:
+        """Send commands on one lane; reload the scripts once if Redis forgot them."""
+        lane = lane or self._next_lane()
+        try:
+            replies = await lane.run(commands)
+            if any(isinstance(r, ReplyError) and str(r).startswith("NOSCRIPT") for r in replies):
+                await lane.run([(b"SCRIPT", b"LOAD", s.source) for s in SCRIPTS])  # after SCRIPT FLUSH
+                replies = await lane.run(commands)
+        except RedisFailure as e:
+            raise self._error(what, e) from None
+        return replies
+
+    def _ok(self, what: str, reply: Any) -> Any:
+        if isinstance(reply, ReplyError):
+            raise self._error(what, reply)
+        return reply
+
     async def close(self) -> None:
-        await self.client.aclose()
+        for lane in (*self._lanes, self._strong_lane):
+            await lane.close()
 
     async def ping(self) -> None:
-        try:
-            await self.client.ping()
-        except (RedisError, OSError) as e:
-            raise self._error("PING", e) from e
+        self._ok("PING", (await self._run("PING", [(b"PING",)]))[0])
 
     # -- reads -------------------------------------------------------------------------
 
@@ -203,92 +203,73 @@ class RedisStore(Store):
         return StoredItem(data or b"", version.decode(), time.time() + pttl / 1000 if pttl > 0 else None)
 
     async def get(self, key: str, strong: bool = False) -> StoredItem | None:
-        try:
-            return self._item(await self._get(keys=[key]))
-        except (RedisError, OSError) as e:
-            raise self._error("get", e) from e
+        (reply,) = await self._run("get", [_GET_SCRIPT.call((key,), ())])
+        return self._item(self._ok("get", reply))
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
         if not keys:
             return []
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for k in keys:
-                    await self._get(keys=[k], client=pipe)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise self._error("bulk get", e) from e
-        return [self._item(r) for r in replies]
+        replies = await self._run("bulk get", [_GET_SCRIPT.call((k,), ()) for k in keys])
+        return [self._item(self._ok("bulk get", r)) for r in replies]
 
     async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
         # Keys are matched with a glob: escape its special characters in the prefix.
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
         out: list[tuple[str, StoredItem]] = []
-        try:
-            cursor: int = 0
-            while True:
-                cursor, keys = await self.client.scan(cursor, match=pattern, count=1000)
-                if keys:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for k in keys:
-                            await self._get(keys=[k], client=pipe)
-                        replies = await pipe.execute(raise_on_error=False)
-                    for k, reply in zip(keys, replies):
-                        if isinstance(reply, Exception):
-                            continue  # not a hash (a key some other program wrote): not state
-                        item = self._item(reply)
-                        if item is not None:
-                            out.append((k.decode("utf-8", "replace"), item))
-                if cursor == 0:
-                    return out
-        except (RedisError, OSError) as e:
-            raise self._error("query scan", e) from e
+        lane = self._next_lane()
+        cursor = b"0"
+        while True:
+            reply = self._ok("query scan", (await self._run("query scan", [(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)], lane))[0])
+            cursor, keys = reply
+            if keys:
+                replies = await self._run("query scan", [_GET_SCRIPT.call((k,), ()) for k in keys], lane)
+                for k, r in zip(keys, replies):
+                    if isinstance(r, ReplyError):
+                        continue  # not a hash (a key some other program wrote): not state
+                    item = self._item(r)
+                    if item is not None:
+                        out.append((k.decode("utf-8", "replace"), item))
+            if cursor == b"0":
+                return out
 
     # -- writes ------------------------------------------------------------------------
 
     @staticmethod
-    def _set_args(op: SetOp) -> list[Any]:
-        return [op.value, op.etag or "", "1" if op.first_write else "0", "" if op.ttl is None else op.ttl]
+    def _set_call(op: SetOp) -> tuple[Any, ...]:
+        return _SET_SCRIPT.call((op.key,), (op.value, op.etag or "", b"1" if op.first_write else b"0", "" if op.ttl is None else op.ttl))
 
     async def _durability_now(self) -> _Durability:
         d = self._durability
         if d is None or time.monotonic() - d.read_at > _DURABILITY_TTL:
-            info = await self.client.info("everything")
-            version = tuple(int(p) for p in str(info.get("redis_version", "0.0")).split(".")[:2])
+            info = _info(self._ok("INFO", (await self._run("INFO", [(b"INFO", b"everything")], self._strong_lane))[0]))
+            version = tuple(int(p) for p in info.get("redis_version", "0.0").split(".")[:2] if p.isdigit())
             d = _Durability(
-                aof=bool(info.get("aof_enabled")),
+                aof=info.get("aof_enabled") == "1",
                 waitaof=version >= (7, 2),
-                replicas=int(info.get("connected_slaves", 0)),
+                replicas=int(info.get("connected_slaves", "0") or 0),
                 read_at=time.monotonic(),
             )
             self._durability = d
         return d
 
-    async def _run(self, what: str, calls: list[tuple[Any, list[str], list[Any]]], strong: bool) -> list[Any]:
-        """Run script calls in one round trip; a strong write adds WAITAOF/WAIT on the same connection."""
-        try:
-            durability = await self._durability_now() if strong else None
-            if durability is None and len(calls) == 1:
-                script, keys, args = calls[0]
-                return [await script(keys=keys, args=args)]
-            async with self.client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                wait_ms = int(self.read_timeout * 1000 * 0.8)
-                if durability is not None and durability.aof and durability.waitaof:
-                    pipe.execute_command("WAITAOF", 1, durability.replicas, wait_ms)
-                elif durability is not None and durability.replicas:
-                    pipe.execute_command("WAIT", durability.replicas, wait_ms)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise self._error(what, e) from e
-        if len(replies) > len(calls):
-            self._check_durable(replies[-1], durability)
-            replies = replies[: len(calls)]
-        return replies
+    async def _write(self, what: str, commands: list[tuple[Any, ...]], strong: bool) -> list[Any]:
+        """Run writes; a strong one is followed on the same connection by WAITAOF/WAIT."""
+        if not strong:
+            return [self._ok(what, r) for r in await self._run(what, commands)]
+        d = await self._durability_now()
+        wait_ms = int(self.read_timeout * 1000 * 0.8)
+        extra: list[tuple[Any, ...]] = []
+        if d.aof and d.waitaof:
+            extra.append((b"WAITAOF", 1, d.replicas, wait_ms))
+        elif d.replicas:
+            extra.append((b"WAIT", d.replicas, wait_ms))
+        replies = await self._run(what, commands + extra, self._strong_lane)
+        if extra:
+            self._check_durable(self._ok(what, replies[-1]), d)
+            replies = replies[:-1]
+        return [self._ok(what, r) for r in replies]
 
-    def _check_durable(self, reply: Any, d: _Durability | None) -> None:
-        assert d is not None
+    def _check_durable(self, reply: Any, d: _Durability) -> None:
         if d.aof and d.waitaof:
             local, replicas = reply
             if local < 1 or replicas < d.replicas:
@@ -303,21 +284,21 @@ class RedisStore(Store):
             )
 
     async def set(self, op: SetOp, strong: bool = False) -> None:
-        (reply,) = await self._run("save", [(self._set, [op.key], self._set_args(op))], strong)
+        (reply,) = await self._write("save", [self._set_call(op)], strong)
         if reply == -1:
             raise EtagMismatch([op.key])
 
     async def set_many(self, ops: Sequence[SetOp], strong: bool = False) -> list[str]:
-        replies = await self._run("save", [(self._set, [op.key], self._set_args(op)) for op in ops], strong)
+        replies = await self._write("save", [self._set_call(op) for op in ops], strong)
         return [op.key for op, r in zip(ops, replies) if r == -1]
 
     async def delete(self, op: DeleteOp, strong: bool = False) -> None:
-        (reply,) = await self._run("delete", [(self._del, [op.key], [op.etag or ""])], strong)
+        (reply,) = await self._write("delete", [_DELETE_SCRIPT.call((op.key,), (op.etag or "",))], strong)
         if reply == -1:
             raise EtagMismatch([op.key])
 
     async def delete_many(self, ops: Sequence[DeleteOp], strong: bool = False) -> list[str]:
-        replies = await self._run("delete", [(self._del, [op.key], [op.etag or ""]) for op in ops], strong)
+        replies = await self._write("delete", [_DELETE_SCRIPT.call((op.key,), (op.etag or "",)) for op in ops], strong)
         return [op.key for op, r in zip(ops, replies) if r == -1]
 
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
@@ -331,6 +312,6 @@ class RedisStore(Store):
                 args += ["s", op.etag or "", "1" if op.first_write else "0", "" if op.ttl is None else op.ttl, op.value]
             else:
                 args += ["d", op.etag or "", "0", "", ""]
-        (failed,) = await self._run("transaction", [(self._tx, keys, args)], strong)
+        (failed,) = await self._write("transaction", [_TX_SCRIPT.call(keys, args)], strong)
         if failed:
             raise EtagMismatch([k.decode() if isinstance(k, bytes) else k for k in failed])
