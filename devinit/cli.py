@@ -43,7 +43,8 @@ def cli() -> None:
     type=click.FloatRange(0.1, 600),
     default=10.0,
     show_default=True,
-    help="Seconds a store call may take before the request fails with a 500.",
+    help="Deadline for a store call that has no timeouts of its own (PostgreSQL); Redis uses its "
+    "readTimeout/dialTimeout metadata and SQLite its busyTimeout.",
 )
 def serve(
     components_path: Path | None,

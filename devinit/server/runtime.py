@@ -269,6 +269,8 @@ class Runtime:
 
     async def _call(self, entry: StoreEntry, code: str, awaitable: Any) -> Any:
         try:
+            if entry.store.bounded:
+                return await awaitable
             async with asyncio.timeout(self.store_timeout):
                 return await awaitable
         except EtagMismatch as e:

@@ -20,6 +20,8 @@ _SWEEP_SECONDS = 30.0
 class MemoryStore(Store):
     """Items in a dict; expired ones are dropped on access and by a periodic sweep."""
 
+    bounded = True  # nothing here waits
+
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self._items: dict[str, StoredItem] = {}

@@ -120,6 +120,8 @@ def _info(text: bytes) -> dict[str, str]:
 class RedisStore(Store):
     """A state store in a Redis server (standalone, or the master behind Sentinel)."""
 
+    bounded = True  # dialTimeout bounds connecting, readTimeout every reply (resp.Lane)
+
     def __init__(
         self,
         name: str,

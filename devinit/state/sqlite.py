@@ -33,6 +33,10 @@ _BULK_CHUNK = 500
 class SqliteStore(Store):
     """A state store in one SQLite database file."""
 
+    # Reads run synchronously (no deadline could interrupt them) and writes wait at most
+    # busyTimeout for the database lock.
+    bounded = True
+
     def __init__(
         self,
         name: str,
