@@ -197,7 +197,11 @@ class Lane:
             hello.append((b"SELECT", self.db))
         hello += [(b"SCRIPT", b"LOAD", s.source) for s in self.scripts]
         if hello:
-            replies = await self._wait(conn, conn.send(hello))
+            try:  # the sweeper does not watch a connection yet: bound the handshake here
+                replies = await asyncio.wait_for(self._wait(conn, conn.send(hello)), self.read_timeout)
+            except asyncio.TimeoutError:
+                conn.abort(RedisFailure(f"no answer to the handshake within {self.read_timeout:g}s"))
+                raise RedisFailure(f"no answer to the handshake within {self.read_timeout:g}s") from None
             for reply in replies:
                 if isinstance(reply, ReplyError):
                     conn.abort(RedisFailure(str(reply)))
