@@ -44,17 +44,30 @@ def loads(body: bytes) -> Any:
     try:
         if _BIG_INT.search(body) is None:
             return orjson.loads(body)
-        return json.loads(body.decode("utf-8"))  # exact big integers
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)  # exact big integers
+        # json accepts what orjson refuses: lone surrogates ("\ud800") cannot be stored as UTF-8
+        # by any store (a str key or value reached redis-py / sqlite3 / psycopg and failed with
+        # a 500), so refuse them here as orjson would. Encoding once finds them anywhere.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
     except (orjson.JSONDecodeError, ValueError, RecursionError) as e:
         raise malformed(f"the request body is not valid JSON: {e}") from None
+
+
+def _no_constant(name: str) -> Any:
+    """NaN / Infinity are not JSON (orjson refuses them); the exact-integer path refuses them too."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def dumps_value(value: Any) -> bytes:
     """The stored form of a JSON value: its compact JSON text."""
     try:
         return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits, kept exact
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # an integer beyond 64 bits (kept exact), or nesting deeper than orjson's 255
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        except RecursionError:  # was an uncaught 500: orjson.loads takes 1024 levels, json.dumps fewer
+            raise malformed("the value is nested too deeply: keep JSON values under a few hundred levels") from None
 
 
 def rfc3339(epoch: float) -> str:
@@ -95,6 +108,10 @@ class HttpApp:
             await _send(send, e.http_status, error_body(e), _JSON)
         except _Disconnected:
             return
+        except Exception:  # noqa: BLE001 - a bug: still answer JSON (STATE_API "Errors"), log where
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            err = ApiError("ERR_INTERNAL", "unexpected error in devinit (a bug): see the server log", 500, "INTERNAL")
+            await _send(send, 500, error_body(err), _JSON)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope["raw_path"] or scope["path"].encode()
