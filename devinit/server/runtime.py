@@ -25,6 +25,12 @@ log = logging.getLogger("devinit.runtime")
 CONSISTENCY = ("eventual", "strong")
 CONCURRENCY = ("first-write", "last-write")
 DEFAULT_STORE_TIMEOUT = 10.0
+# [devinit] limits every store can honour alike (one behaviour, a 400 instead of a store's 500):
+# PostgreSQL's primary-key index takes at most ~2700 bytes per key, so a full key (prefix
+# included) is held to 2048 bytes of UTF-8; Redis refuses an EXPIRE beyond ~2**53 ms and
+# Python's datetime (PostgreSQL) ends at year 9999, so a TTL is at most 2**31-1 s (68 years).
+MAX_KEY_BYTES = 2048
+MAX_TTL_SECONDS = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -153,8 +159,10 @@ def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     ttl = int(text)
     if ttl == -1:
         return None
-    if ttl <= 0:
-        raise malformed(f"metadata.ttlInSeconds {ttl} is not valid: give seconds > 0, or -1 for no expiry")
+    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise malformed(
+            f"metadata.ttlInSeconds {ttl} is not valid: give seconds > 0 (at most {MAX_TTL_SECONDS}), or -1 for no expiry"
+        )
     return ttl
 
 
@@ -254,7 +262,13 @@ class Runtime:
             raise malformed("key is missing or empty: every item needs a non-empty string 'key'")
         if "||" in key:
             raise malformed(f"key {key!r} contains '||', which is reserved as the key prefix separator")
-        return entry.prefix + key
+        if "\x00" in key:  # PostgreSQL text cannot hold it (was a 500 there, accepted elsewhere)
+            raise malformed(f"key {key!r} contains a NUL character (\\u0000), which keys may not hold")
+        full = entry.prefix + key
+        # 4 bytes per character at most: only a long key needs encoding to be measured.
+        if len(full) > MAX_KEY_BYTES // 4 and len(full.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise malformed(f"key {key[:40]!r}... is too long: keys (with their prefix) take at most {MAX_KEY_BYTES} bytes of UTF-8")
+        return full
 
     @staticmethod
     def _mismatch(entry: StoreEntry, code: str, keys: Sequence[str]) -> ApiError:
