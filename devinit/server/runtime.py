@@ -18,6 +18,7 @@ from typing import Any
 from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
 from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, malformed
+from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
 
 log = logging.getLogger("devinit.runtime")
@@ -176,6 +177,7 @@ class Runtime:
         app_id: str | None = None,
         api_token: str | None = None,
         store_timeout: float = DEFAULT_STORE_TIMEOUT,
+        health_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.entries = entries
         self.failed = failed  # component name -> why it did not load
@@ -183,6 +185,8 @@ class Runtime:
         self.api_token = api_token or None
         self.store_timeout = store_timeout
         self.errors: list[ComponentError] = []
+        # whether each store answers: shown by /v1.0/metadata and `devinit status`
+        self.monitor = HealthMonitor({n: e.store for n, e in entries.items()}, health_interval, store_timeout)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -193,8 +197,9 @@ class Runtime:
         app_id: str | None = None,
         api_token: str | None = None,
         store_timeout: float = DEFAULT_STORE_TIMEOUT,
+        health_interval: float = DEFAULT_INTERVAL,
     ) -> Runtime:
-        """Load the components folder, build and open every store it declares."""
+        """Load the components folder, build and open every store it declares; start pinging them."""
         from devinit.state import create_store, default_ttl
 
         loaded: LoadResult = load_components(components_path, app_id)
@@ -219,12 +224,14 @@ class Runtime:
             name = getattr(e, "component", None)
             if name:
                 failed[name] = str(e)
-        runtime = cls(entries, failed, app_id, api_token, store_timeout)
+        runtime = cls(entries, failed, app_id, api_token, store_timeout, health_interval)
         runtime.errors = errors
+        runtime.monitor.start()
         return runtime
 
     async def close(self) -> None:
         """Close every store; errors while closing are logged, not raised."""
+        await self.monitor.close()
         for entry in self.entries.values():
             try:
                 await entry.store.close()
@@ -289,14 +296,12 @@ class Runtime:
             raise self._mismatch(entry, code, e.keys) from None
         except StoreError as e:
             log.warning("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.monitor.mark(entry.spec.name, "down", str(e))
             raise ApiError(code, str(e), 500, "INTERNAL") from None
         except TimeoutError:
-            raise ApiError(
-                code,
-                f"state store {entry.spec.name!r} did not answer within {self.store_timeout:g}s",
-                500,
-                "INTERNAL",
-            ) from None
+            message = f"state store {entry.spec.name!r} did not answer within {self.store_timeout:g}s"
+            self.monitor.mark(entry.spec.name, "down", message)
+            raise ApiError(code, message, 500, "INTERNAL") from None
 
     # -- the operations ----------------------------------------------------------------
 
@@ -390,18 +395,25 @@ class Runtime:
     def metadata(self) -> dict[str, Any]:
         """The body of GET /v1.0/metadata."""
         components = []
+        extended: dict[str, str] = {}
         for name, entry in sorted(self.entries.items()):
             caps = list(entry.store.features)
             if "ETAG" in caps and "TRANSACTIONAL" in caps:
                 caps.append("ACTOR")
-            components.append({"name": name, "type": entry.spec.type, "version": entry.spec.version, "capabilities": caps})
+            health = self.monitor.health[name]
+            components.append(
+                {"name": name, "type": entry.spec.type, "version": entry.spec.version, "capabilities": caps,
+                 "health": health.as_json()}  # [devinit] extra field: clients ignore what they do not know
+            )
+            # the same as text, for gRPC's string map (GetMetadata has no per-component field)
+            extended[f"devinit.health.{name}"] = health.status + (f": {health.error}" if health.error else "")
         return {
             "id": self.app_id or "",
             "runtimeVersion": __version__,
             "enabledFeatures": [],
             "actors": [],
             "components": components,
-            "extended": {},
+            "extended": extended,
         }
 
 
