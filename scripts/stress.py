@@ -80,10 +80,11 @@ def main() -> int:
             probe, stop = Probe(), threading.Event()
             threads = hammer(eps[0], args.clients, stop, probe, timeout=15)
             time.sleep(1)
+            errors_before = probe.mark_outage()
             killed = time.monotonic()
             backing.stop(**({"fast": True} if args.store == "postgres" else {}))
             time.sleep(args.outage_seconds)
-            restarted = time.monotonic()
+            restarted = probe.mark_restart()
             backing.start()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and (probe.first_ok_after_error is None or probe.first_ok_after_error < restarted):
@@ -95,7 +96,7 @@ def main() -> int:
             first_err = f"{probe.first_error_at - killed:.2f}s" if probe.first_error_at else "none"
             recover = f"{probe.first_ok_after_error - restarted:.2f}s" if probe.first_ok_after_error else "never"
             print(f"outage ({args.store} killed {args.outage_seconds:g}s): {args.clients} clients, answers {probe.answers}; "
-                  f"first error {first_err} after the kill; first success {recover} after the restart; "
+                  f"first error {first_err} after the kill; first success {recover} after the restart; 500s before the kill {errors_before}; "
                   f"hangs/resets {len(probe.transport_errors)}; non-JSON errors {len(probe.not_json_errors)}")
             bad = bad or bool(probe.transport_errors or probe.not_json_errors) or probe.first_ok_after_error is None
     finally:

@@ -76,7 +76,7 @@ def test_redis_down_under_load_then_back(tmp_path: Path):
         assert httpx.post(srv.url + "/v1.0/state/mem", json=[{"key": "k", "value": 1}], timeout=TIMEOUT).status_code == 204
         time.sleep(1.0)  # the outage lasts a while under load
 
-        restarted = time.monotonic()
+        restarted = probe.mark_restart()
         rs.start()
         wait_for_status(srv.url, "up")
         deadline = time.monotonic() + TIMEOUT

@@ -242,7 +242,20 @@ class Probe:
     transport_errors: list[str] = field(default_factory=list)  # timeouts (hangs) and resets
     first_error_at: float | None = None  # monotonic time of the first 500
     last_error_at: float | None = None  # monotonic time of the last 500
-    first_ok_after_error: float | None = None
+    first_ok_after_error: float | None = None  # first success after mark_restart()
+    restarted_at: float | None = None
+
+    def mark_outage(self) -> int:
+        """Start timing an outage now (errors seen before, e.g. store timeouts under load, are
+        not its first error); returns the number of 500s seen before."""
+        self.first_error_at = self.last_error_at = self.first_ok_after_error = None
+        return self.answers.get(500, 0)
+
+    def mark_restart(self) -> float:
+        """The store is being brought back now: the next success times the recovery."""
+        self.restarted_at = time.monotonic()
+        self.first_ok_after_error = None
+        return self.restarted_at
 
     def record(self, status: int, ok_json: bool, text: str, now: float) -> None:
         self.answers[status] = self.answers.get(status, 0) + 1
@@ -251,7 +264,9 @@ class Probe:
                 self.not_json_errors.append(f"{status} {text[:200]}")
             self.first_error_at = self.first_error_at or now
             self.last_error_at = now
-        elif self.last_error_at is not None and self.first_ok_after_error is None:
+        elif self.restarted_at is not None and now >= self.restarted_at and self.first_ok_after_error is None:
+            # only after the restart: answers to requests served before the outage can be
+            # recorded after its first error
             self.first_ok_after_error = now
 
 
