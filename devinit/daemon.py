@@ -180,6 +180,19 @@ def health(http_port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def metadata(http_port: int, token: str | None = None, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The server's ``/v1.0/metadata`` document (with each store's health), or None if it does not answer."""
+    import httpx
+
+    headers = {"dapr-api-token": token} if token else {}
+    try:
+        r = httpx.get(f"http://127.0.0.1:{http_port}/v1.0/metadata", headers=headers, timeout=timeout)
+        doc = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def read_record(key: str) -> ServerRecord | None:
     """The pid file's record, or None when there is none (or it is unreadable)."""
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -420,6 +421,16 @@ class ComponentStatus:
 
 
 @dataclass
+class StoreStatus:
+    """A state store as the running server sees it (its periodic ping)."""
+
+    name: str
+    type: str | None
+    status: str  # "up", "down" or "unknown" (not pinged yet)
+    error: str | None = None
+
+
+@dataclass
 class ServerInfo:
     running: bool
     healthy: bool
@@ -443,6 +454,7 @@ class StatusResult:
     components: list[ComponentStatus]
     server: ServerInfo
     problems: list[str]
+    stores: list[StoreStatus] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -527,7 +539,17 @@ def status(home_opt: Path | None = None) -> StatusResult:
             problems.append("the state server is not running: run 'devinit init'")
         elif not found.healthy:
             problems.append(f"the state server (pid {server.pid}) does not answer its health check: see {server.log_file}")
-    return StatusResult(str(home), store, docker_status, container, sorted(components, key=lambda c: c.file), server, problems)
+    stores: list[StoreStatus] = []
+    if found.healthy and rec is not None:
+        # The server pings its stores; ask it (with the token it was started with, if any).
+        meta = daemon.metadata(rec.http_port, os.environ.get("DAPR_API_TOKEN") or None)
+        for comp in (meta or {}).get("components") or []:
+            health = comp.get("health") or {}
+            st = StoreStatus(str(comp.get("name")), comp.get("type"), str(health.get("status", "unknown")), health.get("error"))
+            stores.append(st)
+            if st.status == "down":
+                problems.append(f"the state server cannot use store {st.name!r}: {st.error}")
+    return StatusResult(str(home), store, docker_status, container, sorted(components, key=lambda c: c.file), server, problems, stores)
 
 
 # --- uninstall ------------------------------------------------------------------------------

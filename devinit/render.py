@@ -66,6 +66,8 @@ def render_status(r: StatusResult) -> str:
         state = "stopped" + (" (stale pid file)" if s.stale_pid_file else "")
         detail = f"log {s.log_file}"
     rows.append(("server", state, detail))
+    for st in r.stores:
+        rows.append(("store", st.status, f"{st.name} ({st.type or '?'})" + (f": {st.error}" if st.error else "")))
     width = max(len(b) for _, b, _ in rows)
     lines = [f"home: {r.home}   store: {r.store or 'not set up'}"]
     lines += [f"  {a:<10} {b:<{width}}  {c_}" for a, b, c_ in rows]

@@ -103,7 +103,12 @@ def test_redis_restart_while_idle_first_request_succeeds(tmp_path: Path):
     """Pooled connections left from before a restart must not fail the first requests after it."""
     import time
 
-    rs = RedisServer(tmp_path / "redis", "--appendonly", "yes")
+    # appendfsync always: this test needs the writes to survive the SIGKILL below. The local
+    # redis-server is 7.0 (no WAITAOF), so a strong write is only as durable as Redis' own
+    # policy, and with the default "everysec" Redis postpones the AOF write() while a
+    # background fsync is slow (disk busy), acknowledging writes a SIGKILL then loses: the
+    # test failed that way under a loaded machine.
+    rs = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     folder = tmp_path / "components"
     store_component("redis", folder, "statestore", rs)
     srv = DevinitServer(folder)

@@ -230,6 +230,7 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             runtime_version=meta["runtimeVersion"],
             enabled_features=meta["enabledFeatures"],
             registered_components=components,
+            extended_metadata=meta["extended"],  # devinit.health.<store>: up / down: <error>
         )
 
 

@@ -42,10 +42,18 @@ def loads(body: bytes) -> Any:
         value = orjson.loads(body)
         # orjson reads integers beyond 64 bits as floats; only then re-read with the exact parser
         if _has_big_int(body):
-            value = json.loads(body.decode("utf-8"))
+            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+            # json accepts what orjson refuses: lone surrogates ("\ud800") cannot be stored as
+            # UTF-8 by any store, so refuse them here as orjson does. Encoding once finds them.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
         return value
     except (orjson.JSONDecodeError, ValueError, RecursionError) as e:
         raise malformed(f"the request body is not valid JSON: {e}") from None
+
+
+def _no_constant(name: str) -> Any:
+    """NaN / Infinity are not JSON (orjson refuses them); the exact-integer path refuses them too."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _has_big_int(body: bytes) -> bool:
@@ -57,8 +65,11 @@ def dumps_value(value: Any) -> bytes:
     """The stored form of a JSON value: its compact JSON text."""
     try:
         return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits, kept exact
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # an integer beyond 64 bits (kept exact), or nesting deeper than orjson's 255
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        except RecursionError:  # orjson.loads takes 1024 levels, json.dumps fewer
+            raise malformed("the value is nested too deeply: keep JSON values under a few hundred levels") from None
 
 
 def rfc3339(epoch: float) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
 from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, malformed
+from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
 
 log = logging.getLogger("devinit.runtime")
@@ -25,6 +26,12 @@ log = logging.getLogger("devinit.runtime")
 CONSISTENCY = ("eventual", "strong")
 CONCURRENCY = ("first-write", "last-write")
 DEFAULT_STORE_TIMEOUT = 10.0
+# [devinit] limits every store can honour alike (one behaviour, a 400 instead of a store's 500):
+# PostgreSQL's primary-key index takes at most ~2700 bytes per key, so a full key (prefix
+# included) is held to 2048 bytes of UTF-8; Redis refuses an EXPIRE beyond ~2**53 ms and
+# Python's datetime (PostgreSQL) ends at year 9999, so a TTL is at most 2**31-1 s (68 years).
+MAX_KEY_BYTES = 2048
+MAX_TTL_SECONDS = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -153,8 +160,10 @@ def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     ttl = int(text)
     if ttl == -1:
         return None
-    if ttl <= 0:
-        raise malformed(f"metadata.ttlInSeconds {ttl} is not valid: give seconds > 0, or -1 for no expiry")
+    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise malformed(
+            f"metadata.ttlInSeconds {ttl} is not valid: give seconds > 0 (at most {MAX_TTL_SECONDS}), or -1 for no expiry"
+        )
     return ttl
 
 
@@ -168,6 +177,7 @@ class Runtime:
         app_id: str | None = None,
         api_token: str | None = None,
         store_timeout: float = DEFAULT_STORE_TIMEOUT,
+        health_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.entries = entries
         self.failed = failed  # component name -> why it did not load
@@ -175,6 +185,8 @@ class Runtime:
         self.api_token = api_token or None
         self.store_timeout = store_timeout
         self.errors: list[ComponentError] = []
+        # whether each store answers: shown by /v1.0/metadata and `devinit status`
+        self.monitor = HealthMonitor({n: e.store for n, e in entries.items()}, health_interval, store_timeout)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -185,8 +197,9 @@ class Runtime:
         app_id: str | None = None,
         api_token: str | None = None,
         store_timeout: float = DEFAULT_STORE_TIMEOUT,
+        health_interval: float = DEFAULT_INTERVAL,
     ) -> Runtime:
-        """Load the components folder, build and open every store it declares."""
+        """Load the components folder, build and open every store it declares; start pinging them."""
         from devinit.state import create_store, default_ttl
 
         loaded: LoadResult = load_components(components_path, app_id)
@@ -211,12 +224,14 @@ class Runtime:
             name = getattr(e, "component", None)
             if name:
                 failed[name] = str(e)
-        runtime = cls(entries, failed, app_id, api_token, store_timeout)
+        runtime = cls(entries, failed, app_id, api_token, store_timeout, health_interval)
         runtime.errors = errors
+        runtime.monitor.start()
         return runtime
 
     async def close(self) -> None:
         """Close every store; errors while closing are logged, not raised."""
+        await self.monitor.close()
         for entry in self.entries.values():
             try:
                 await entry.store.close()
@@ -254,7 +269,13 @@ class Runtime:
             raise malformed("key is missing or empty: every item needs a non-empty string 'key'")
         if "||" in key:
             raise malformed(f"key {key!r} contains '||', which is reserved as the key prefix separator")
-        return entry.prefix + key
+        if "\x00" in key:  # PostgreSQL text cannot hold it (was a 500 there, accepted elsewhere)
+            raise malformed(f"key {key!r} contains a NUL character (\\u0000), which keys may not hold")
+        full = entry.prefix + key
+        # 4 bytes per character at most: only a long key needs encoding to be measured.
+        if len(full) > MAX_KEY_BYTES // 4 and len(full.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise malformed(f"key {key[:40]!r}... is too long: keys (with their prefix) take at most {MAX_KEY_BYTES} bytes of UTF-8")
+        return full
 
     @staticmethod
     def _mismatch(entry: StoreEntry, code: str, keys: Sequence[str]) -> ApiError:
@@ -277,14 +298,12 @@ class Runtime:
             raise self._mismatch(entry, code, e.keys) from None
         except StoreError as e:
             log.warning("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.monitor.mark(entry.spec.name, "down", str(e))
             raise ApiError(code, str(e), 500, "INTERNAL") from None
         except TimeoutError:
-            raise ApiError(
-                code,
-                f"state store {entry.spec.name!r} did not answer within {self.store_timeout:g}s",
-                500,
-                "INTERNAL",
-            ) from None
+            message = f"state store {entry.spec.name!r} did not answer within {self.store_timeout:g}s"
+            self.monitor.mark(entry.spec.name, "down", message)
+            raise ApiError(code, message, 500, "INTERNAL") from None
 
     # -- the operations ----------------------------------------------------------------
 
@@ -388,18 +407,25 @@ class Runtime:
     def metadata(self) -> dict[str, Any]:
         """The body of GET /v1.0/metadata."""
         components = []
+        extended: dict[str, str] = {}
         for name, entry in sorted(self.entries.items()):
             caps = list(entry.store.features)
             if "ETAG" in caps and "TRANSACTIONAL" in caps:
                 caps.append("ACTOR")
-            components.append({"name": name, "type": entry.spec.type, "version": entry.spec.version, "capabilities": caps})
+            health = self.monitor.health[name]
+            components.append(
+                {"name": name, "type": entry.spec.type, "version": entry.spec.version, "capabilities": caps,
+                 "health": health.as_json()}  # [devinit] extra field: clients ignore what they do not know
+            )
+            # the same as text, for gRPC's string map (GetMetadata has no per-component field)
+            extended[f"devinit.health.{name}"] = health.status + (f": {health.error}" if health.error else "")
         return {
             "id": self.app_id or "",
             "runtimeVersion": __version__,
             "enabledFeatures": [],
             "actors": [],
             "components": components,
-            "extended": {},
+            "extended": extended,
         }
 
 

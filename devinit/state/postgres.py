@@ -140,6 +140,8 @@ class PostgresStore(Store):
 
     async def _apply(self, conn: psycopg.AsyncConnection[Any], op: Op) -> bool:
         """Run one operation's conditional statement; False when its check failed."""
+        if op.etag and "\x00" in op.etag:
+            return False  # no etag holds NUL, and PostgreSQL text refuses it (was a 500, not a 409)
         if isinstance(op, SetOp):
             etag, exp = os.urandom(10).hex(), self._expiry(op.ttl)
             if op.etag:

@@ -101,7 +101,9 @@ class SqliteStore(Store):
             if not self._in_memory:
                 self._rconn = self._connect()
                 self._rconn.execute("PRAGMA query_only = 1")
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
+            # OSError: the folder cannot be made (a file in the way, no permission). Uncaught, it
+            # ended the whole server at start instead of failing this one component.
             raise StoreError(f"cannot open SQLite database {self.database!r} for store {self.name!r}: {e}") from e
         if self.cleanup_interval:
             self._cleaner = asyncio.get_running_loop().create_task(self._clean_forever(self.cleanup_interval))
