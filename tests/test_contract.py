@@ -92,6 +92,20 @@ def test_big_integers_and_unicode_survive(client, key):
 # -- concurrency: etags, first-write, last-write ----------------------------------------
 
 
+def test_etags_are_not_reused_after_delete(client, key):
+    seen = []
+    for i in range(3):
+        save(client, {"key": key, "value": i})
+        seen.append(etag_of(client, key))
+        client.delete(f"{S}/{key}")
+    assert len(set(seen)) == 3
+    save(client, {"key": key, "value": "new"})
+    assert etag_of(client, key) not in seen
+    for stale in seen:  # an etag from before a delete cannot overwrite the re-created item
+        assert_error(save(client, {"key": key, "value": "lost?", "etag": stale}), 409, "ERR_STATE_SAVE")
+    assert get(client, key).json() == "new"
+
+
 def test_every_write_makes_a_new_etag(client, key):
     save(client, {"key": key, "value": 1})
     e1 = etag_of(client, key)

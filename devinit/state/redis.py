@@ -19,6 +19,7 @@ next call, so the store recovers by itself when Redis comes back.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -36,17 +37,34 @@ if not v[2] then return false end
 return {v[1], v[2], redis.call("PTTL", KEYS[1])}
 """
 
+# Versions come from one sequence per Redis database (and always exceed the key's current
+# version), so an etag is never handed out twice for a key, not even after a delete: Dapr's
+# HINCRBY restarts a re-created key at 1, and a client still holding "1" from before the
+# delete could then overwrite the new item. Dapr reads and bumps these versions as usual.
+ETAG_SEQUENCE = "devinit:etag-sequence"
+_NEXT_VERSION = f"""
+local function next_version(cur)
+  local v = redis.call("INCR", "{ETAG_SEQUENCE}")
+  local c = tonumber(cur)
+  if c and c >= v then
+    v = c + 1
+    redis.call("SET", "{ETAG_SEQUENCE}", v)
+  end
+  return v
+end
+"""
+
 # ARGV: data, etag ("" = none), first-write ("1"/"0"), ttl seconds ("" = none).
 # Returns the new version, or -1 when the etag / first-write check fails.
-_SET = """
+_SET = _NEXT_VERSION + """
 local cur = redis.call("HGET", KEYS[1], "version")
 if ARGV[2] ~= "" then
   if not cur or cur ~= ARGV[2] then return -1 end
 elseif ARGV[3] == "1" and cur then
   return -1
 end
-redis.call("HSET", KEYS[1], "data", ARGV[1])
-local v = redis.call("HINCRBY", KEYS[1], "version", 1)
+local v = next_version(cur)
+redis.call("HSET", KEYS[1], "data", ARGV[1], "version", v)
 if ARGV[4] ~= "" then redis.call("EXPIRE", KEYS[1], ARGV[4]) else redis.call("PERSIST", KEYS[1]) end
 return v
 """
@@ -63,7 +81,7 @@ return redis.call("DEL", KEYS[1])
 # KEYS: one per operation. ARGV: 5 per operation: kind ("s"/"d"), etag, first-write, ttl, data.
 # Checks every operation in order (seeing the effect of the earlier ones), then applies all,
 # or none. Returns the keys whose check failed (empty: applied).
-_TRANSACT = """
+_TRANSACT = _NEXT_VERSION + """
 local state = {}
 local failed = {}
 for i = 1, #KEYS do
@@ -84,8 +102,7 @@ if #failed > 0 then return failed end
 for i = 1, #KEYS do
   local k, b = KEYS[i], (i - 1) * 5
   if ARGV[b + 1] == "s" then
-    redis.call("HSET", k, "data", ARGV[b + 5])
-    redis.call("HINCRBY", k, "version", 1)
+    redis.call("HSET", k, "data", ARGV[b + 5], "version", next_version(redis.call("HGET", k, "version")))
     if ARGV[b + 4] ~= "" then redis.call("EXPIRE", k, ARGV[b + 4]) else redis.call("PERSIST", k) end
   else
     redis.call("DEL", k)
@@ -251,6 +268,12 @@ class RedisStore(Store):
                 replicas=int(info.get("connected_slaves", "0") or 0),
                 read_at=time.monotonic(),
             )
+            if d.aof and not d.waitaof and self._durability is None:
+                log.warning(
+                    "Redis store %r at %s: Redis %s has no WAITAOF (7.2+), so a strong write is acknowledged "
+                    "before its AOF fsync; with appendfsync everysec an OS crash may lose up to a second of writes",
+                    self.name, self.address, info.get("redis_version", "?"),
+                )
             self._durability = d
         return d
 
