@@ -111,6 +111,7 @@ end
 return {}
 """
 
+log = logging.getLogger("devinit.state.redis")
 _GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT = (Script(x) for x in (_GET, _SET, _DELETE, _TRANSACT))
 SCRIPTS = (_GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT)
 LANES = 2  # shared connections for reads and eventual writes (measured: 2 beat 1, 4 no better)
