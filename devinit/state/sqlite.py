@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from devinit.errors import EtagMismatch, StoreError
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, expire_at, failed_keys_in_order, precondition_holds
 
 T = TypeVar("T")
 _BULK_CHUNK = 500
+_BATCH = 256  # writes per group commit at most
 
 
 class SqliteStore(Store):
@@ -55,6 +56,8 @@ class SqliteStore(Store):
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._cleaner: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]] = []
+        self._writing = False
         t = f'"{table}"'
         self._sql_get = f"SELECT value, etag, expire_at FROM {t} WHERE key = ?"
         self._sql_upsert = (
@@ -148,27 +151,70 @@ class SqliteStore(Store):
         return self._wconn
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], strong: bool) -> T:
-        def run() -> T:
-            c = self._conn()
-            if strong:
-                c.execute("PRAGMA synchronous = FULL")
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(c)
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
-                return result
-            finally:
-                if strong:
-                    c.execute("PRAGMA synchronous = NORMAL")
+        """Run ``fn`` in a write transaction; its exceptions come back to the caller.
 
+        Group commit: writes that arrive while the writer thread is busy wait for it and then go
+        in ONE transaction (one fsync), each inside a savepoint of its own, so an etag failure
+        or an error undoes that write alone. A strong write in a batch makes its commit FULL.
+        """
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, strong, fut))
+        if not self._writing:
+            self._submit()
         try:
-            return await self._on_writer(run)
+            return await fut
         except sqlite3.Error as e:
             raise StoreError(f"SQLite store {self.name!r} ({self.database}): write failed: {e}") from e
+
+    def _submit(self) -> None:
+        batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+        self._writing = True
+        done = asyncio.wrap_future(self._writer.submit(self._commit, [(fn, strong) for fn, strong, _ in batch]))
+        done.add_done_callback(lambda d: self._committed(batch, d))
+
+    def _committed(self, batch: list[Any], done: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+        self._writing = False
+        if done.exception() is not None:
+            outcomes: list[tuple[bool, Any]] = [(False, done.exception())] * len(batch)
+        else:
+            outcomes = done.result()
+        for (_, _, fut), (ok, value) in zip(batch, outcomes):
+            if fut.done():
+                continue  # the caller went away
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        if self._pending:
+            self._submit()
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], bool]]) -> list[tuple[bool, Any]]:
+        """On the writer thread: one transaction, a savepoint per write."""
+        c = self._conn()
+        strong = any(s for _, s in batch)
+        outcomes: list[tuple[bool, Any]] = []
+        if strong:
+            c.execute("PRAGMA synchronous = FULL")
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for fn, _ in batch:
+                    c.execute("SAVEPOINT op")
+                    try:
+                        outcomes.append((True, fn(c)))
+                    except Exception as e:  # noqa: BLE001 - handed to that write's caller
+                        c.execute("ROLLBACK TO op")
+                        outcomes.append((False, e))
+                    c.execute("RELEASE op")
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        finally:
+            if strong:
+                c.execute("PRAGMA synchronous = NORMAL")
+        return outcomes
 
     def _live(self, c: sqlite3.Connection, key: str) -> StoredItem | None:
         row = c.execute(self._sql_get, (key,)).fetchone()
