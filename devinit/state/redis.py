@@ -223,7 +223,14 @@ class RedisStore(Store):
         return StoredItem(data or b"", version.decode(), time.time() + pttl / 1000 if pttl > 0 else None)
 
     async def get(self, key: str, strong: bool = False) -> StoredItem | None:
-        (reply,) = await self._run("get", [_GET_SCRIPT.call((key,), ())])
+        try:  # the hot path: one command, no batch bookkeeping
+            reply = await self._next_lane().one((b"EVALSHA", _GET_SCRIPT.sha, 1, key))
+        except RedisFailure as e:
+            raise self._error("get", e) from None
+        if isinstance(reply, ReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise self._error("get", reply)
+            (reply,) = await self._run("get", [_GET_SCRIPT.call((key,), ())])  # reloads the scripts
         return self._item(self._ok("get", reply))
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:

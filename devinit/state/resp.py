@@ -111,6 +111,15 @@ class _Connection(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         return futures
 
+    def send_one(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        fut = self.loop.create_future()
+        self.out.append(hiredis.pack_command(command))
+        self.waiters.append((fut, self.loop.time()))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
     def _flush(self) -> None:
         self.flush_scheduled = False
         if self.transport is not None and self.out:
@@ -232,8 +241,17 @@ class Lane:
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send commands on this lane's connection, in order; their replies (errors as ReplyError)."""
-        conn = await self._connection()
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
         return await self._wait(conn, conn.send(commands))
+
+    async def one(self, command: tuple[Any, ...]) -> Any:
+        """Send one command; its reply. The hot path: no lists, one future."""
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
+        return await conn.send_one(command)
 
     async def close(self) -> None:
         if self._sweeper is not None:
