@@ -1,9 +1,8 @@
 """No update is lost: K clients over 2 servers sharing one store, over HTTP and gRPC.
 
-Extends tests/test_shared_store.py (fixed 8 x 25 over HTTP) with: K and N as parameters,
-the K·N figure and the number lost reported, a quarter of the clients on gRPC racing the HTTP
-ones, a first-write insert race (exactly one creator per key), and transfers between two keys
-whose sum must never change. The last-write runs must lose updates: they show that the
+K and N are parameters, the K·N figure and the number lost are reported, a quarter of the
+clients use gRPC and race the HTTP ones; also a first-write insert race (exactly one creator
+per key) and transfers between two keys whose sum must never change. The last-write runs must lose updates: they show that the
 first-write runs are able to fail. Larger runs: scripts/stress.py --clients K --ops N.
 """
 
