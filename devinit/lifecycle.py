@@ -437,6 +437,7 @@ class ServerInfo:
     pid: int | None = None
     http_port: int | None = None
     grpc_port: int | None = None
+    grpc_listening: bool | None = None  # the gRPC port accepts connections (None: not running)
     uptime_seconds: float | None = None
     log_file: str | None = None
     pid_file: str | None = None
@@ -539,6 +540,12 @@ def status(home_opt: Path | None = None) -> StatusResult:
             problems.append("the state server is not running: run 'devinit init'")
         elif not found.healthy:
             problems.append(f"the state server (pid {server.pid}) does not answer its health check: see {server.log_file}")
+    if found.running and rec is not None:
+        # A TCP connect is enough here (importing grpc would double the CLI's start-up time):
+        # the server listens on gRPC before HTTP, and shuts both down together.
+        server.grpc_listening = _port_open(rec.grpc_port)
+        if store and found.healthy and not server.grpc_listening:
+            problems.append(f"the state server does not listen on its gRPC port {rec.grpc_port}: see {server.log_file}")
     stores: list[StoreStatus] = []
     if found.healthy and rec is not None:
         # The server pings its stores; ask it (with the token it was started with, if any).
@@ -550,6 +557,16 @@ def status(home_opt: Path | None = None) -> StatusResult:
             if st.status == "down":
                 problems.append(f"the state server cannot use store {st.name!r}: {st.error}")
     return StatusResult(str(home), store, docker_status, container, sorted(components, key=lambda c: c.file), server, problems, stores)
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 # --- uninstall ------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def render_status(r: StatusResult) -> str:
     s = r.server
     if s.running:
         state = "healthy" if s.healthy else "unhealthy"
-        detail = f"pid {s.pid}, http {s.http_port}, grpc {s.grpc_port}, up {_uptime(s.uptime_seconds)}, log {s.log_file}"
+        grpc = f"grpc {s.grpc_port}" + ("" if s.grpc_listening else " (not listening)")
+        detail = f"pid {s.pid}, http {s.http_port}, {grpc}, up {_uptime(s.uptime_seconds)}, log {s.log_file}"
     else:
         state = "stopped" + (" (stale pid file)" if s.stale_pid_file else "")
         detail = f"log {s.log_file}"

@@ -90,6 +90,7 @@ def test_init_status_uninstall_end_to_end(home: Home) -> None:
         assert doc["container"]["state"] == "running" and doc["container"]["healthy"] is True
         assert doc["container"]["port"] == redis_port and doc["container"]["host_ip"] == "127.0.0.1"
         assert doc["server"]["running"] and doc["server"]["healthy"] and doc["server"]["http_port"] == h.http_port
+        assert doc["server"]["grpc_port"] == h.grpc_port and doc["server"]["grpc_listening"] is True
         assert [(x["name"], x["valid"]) for x in doc["components"]] == [("statestore", True)]
         code, out, _ = run("status")
         assert code == 0 and "healthy" in out
