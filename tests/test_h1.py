@@ -14,11 +14,17 @@ from devinit.server.http import error_response
 from support import free_port
 
 
+CALLS: list[bytes] = []  # paths that reached the handler
+
+
 async def echo(req: Request) -> Response:
+    CALLS.append(req.path)
     if req.path == b"/boom":
         raise RuntimeError("handler bug")
     if req.path == b"/slow":
         await asyncio.sleep(0.2)
+    if req.path == b"/big":
+        return 200, [], b"b" * 65536
     body = b"%s %s?%s len=%d" % (req.method.encode(), req.path, req.query, len(req.body))
     return 200, [(b"Content-Type", b"text/plain")], body
 
@@ -151,3 +157,28 @@ def test_idle_connections_are_closed(port):
         s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         s.recv(1000)
         assert s.recv(1000) == b""  # closed by the server after its idle timeout (1 s here)
+
+
+def test_a_refused_request_is_not_run(port):
+    """431 for huge headers: the request (httptools goes on parsing it) must not reach the handler."""
+    CALLS.clear()
+    got = talk(port, b"POST /refused HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70000 + b"\r\nContent-Length: 3\r\n\r\nabc", until_close=True)
+    assert got.startswith(b"HTTP/1.1 431 ")
+    assert talk(port, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"GET /after? len=0")
+    assert CALLS == [b"/after"]
+
+
+def test_a_client_that_does_not_read_is_not_buffered_without_limit(port):
+    """Pipelined requests from a client that never reads its answers: the server stops reading
+    them once its own write buffer is full, so the client cannot push everything it has."""
+    request = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n"
+    total = 20_000 * len(request)  # 20 MB asking for 1.3 GB of answers: more than any buffers hold
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(3)
+        try:
+            while sent < total:  # bounded by total and by the 3 s timeout of a stalled send
+                sent += s.send(request)
+        except (socket.timeout, BlockingIOError):
+            pass
+    assert sent < total

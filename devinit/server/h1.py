@@ -72,7 +72,9 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queue: deque[tuple[Request | Response, bool]] = deque()
         self.busy = False
-        self.paused = False
+        self.paused = False  # reading paused: too many requests queued, or the client reads slowly
+        self.write_blocked = False  # the transport's write buffer is over its high-water mark
+        self.failed = False  # answered an unreadable request and closing: ignore the rest
         self.last_active = 0.0
         self._reset()
 
@@ -106,11 +108,13 @@ class _Protocol(asyncio.Protocol):
             self._fail(400, b"malformed HTTP request: " + str(e).encode("ascii", "replace"))
 
     def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests too
+        self.write_blocked = True
         if self.transport is not None and not self.paused:
             self.transport.pause_reading()
             self.paused = True
 
     def resume_writing(self) -> None:
+        self.write_blocked = False
         self._resume()
 
     # -- httptools callbacks ------------------------------------------------------------
@@ -119,12 +123,16 @@ class _Protocol(asyncio.Protocol):
         self._reset()
 
     def on_url(self, url: bytes) -> None:
+        if self.failed:
+            return
         self.url += url
         self.head_size += len(url)
         if self.head_size > MAX_HEAD:
             self._fail(431, b"the request URL and headers are too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.failed:
+            return
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEAD:
             self._fail(431, b"the request URL and headers are too large")
@@ -132,6 +140,8 @@ class _Protocol(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        if self.failed:
+            return
         length = self.headers.get(b"content-length")
         idle = not self.busy and not self.queue  # nothing else to answer first
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
@@ -143,7 +153,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self.refusal is not None:
+        if self.refusal is not None or self.failed:
             return
         self.body_size += len(body)
         if self.body_size > MAX_BODY:
@@ -153,6 +163,8 @@ class _Protocol(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self.failed:  # httptools goes on parsing the buffer after we refused a request
+            return
         keep_alive = self.parser.should_keep_alive()
         if self.refusal is not None:
             item: Request | Response = self.refusal
@@ -204,7 +216,7 @@ class _Protocol(asyncio.Protocol):
             self._resume()
 
     def _resume(self) -> None:
-        if self.paused and self.transport is not None:
+        if self.paused and not self.write_blocked and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
 
@@ -230,6 +242,7 @@ class _Protocol(asyncio.Protocol):
         self._close_with(self.server.error_response(status, message.decode("utf-8", "replace")))
 
     def _close_with(self, response: Response) -> None:
+        self.failed = True
         if self.transport is None or self.transport.is_closing():
             return
         self.queue.clear()
