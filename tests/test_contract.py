@@ -251,7 +251,7 @@ def test_ttl_header_and_clearing(client, key):
     assert exp.timestamp() <= time.time() + 51
 
 
-@pytest.mark.parametrize("ttl", ["0", "-2", "abc", "1.5", "", " ", "1e3", [1], {"a": 1}])
+@pytest.mark.parametrize("ttl", ["0", "-2", "--5", "+5", "abc", "1.5", "", " ", "1e3", "٣", [1], {"a": 1}])
 def test_bad_ttl_is_400(client, key, ttl):
     r = save(client, {"key": key, "value": 1, "metadata": {"ttlInSeconds": ttl}})
     if ttl == "":  # empty means "no ttl given"
@@ -373,7 +373,7 @@ def test_transaction_unsupported_operation(client, key):
 
 @pytest.mark.parametrize(
     "body",
-    [[], {"operations": "x"}, {"operations": [{"operation": "upsert"}]}, {"operations": [{"operation": "upsert", "request": {"value": 1}}]}],
+    [[], {"operations": "x"}, {"operations": {}}, {"operations": 0}, {"operations": [{"operation": "upsert"}]}, {"operations": [{"operation": "upsert", "request": {"value": 1}}]}],
 )
 def test_transaction_bad_bodies(client, body):
     assert_error(client.post(f"{S}/transaction", json=body), 400, "ERR_MALFORMED_REQUEST")

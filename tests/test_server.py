@@ -161,3 +161,38 @@ def test_busy_port_fails_clearly(tmp_path: Path):
         assert str(first.http_port) in out.stdout + out.stderr
     finally:
         first.stop()
+
+
+def test_only_a_broken_file_says_why_nothing_is_configured(tmp_path: Path):
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "statestore.yaml").write_text('apiVersion: "dapr.io/v1alpha1\nkind: Component\n')  # unterminated
+    srv = DevinitServer(folder)
+    try:
+        r = httpx.get(srv.url + "/v1.0/state/statestore/k")
+        assert r.status_code == 500 and r.json()["errorCode"] == "ERR_STATE_STORE_NOT_CONFIGURED"
+        message = r.json()["message"]
+        assert "statestore.yaml" in message and "YAML" in message and "add a component file" not in message
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    "ctype, meta, field",
+    [
+        ("state.redis", {"redisHost": "127.0.0.1:1", "readTimeout": "-1"}, "readTimeout"),
+        ("state.redis", {"redisHost": "127.0.0.1:1", "dialTimeout": "0s"}, "dialTimeout"),
+        ("state.sqlite", {"connectionString": ":memory:", "busyTimeout": "-1"}, "busyTimeout"),
+        ("state.in-memory", {"ttlInSeconds": "99999999999"}, "ttlInSeconds"),
+    ],
+)
+def test_component_values_that_would_break_a_store_are_refused(tmp_path: Path, ctype, meta, field):
+    folder = tmp_path / "components"
+    write_component(folder, "s", ctype, meta)
+    srv = DevinitServer(folder)
+    try:
+        r = httpx.get(srv.url + "/v1.0/state/s/k")
+        assert r.status_code == 400 and r.json()["errorCode"] == "ERR_STATE_STORE_NOT_FOUND"
+        assert f"spec.metadata.{field}" in r.json()["message"]
+    finally:
+        srv.stop()

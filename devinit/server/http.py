@@ -207,7 +207,9 @@ class HttpApp:
         body = loads(req.body)
         if not isinstance(body, dict):
             raise malformed('the transaction body must be an object like {"operations": [...]}')
-        operations = body.get("operations") or []
+        operations = body.get("operations")
+        if operations is None:  # absent or null: nothing to do
+            operations = []
         if not isinstance(operations, list):
             raise malformed("operations must be an array of {operation, request}")
         ops = []

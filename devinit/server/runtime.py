@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
 from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, malformed
 from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor
+from devinit.state import MAX_TTL_SECONDS
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
 
 log = logging.getLogger("devinit.runtime")
 
+_INTEGER = re.compile(r"-?[0-9]+")
 CONSISTENCY = ("eventual", "strong")
 CONCURRENCY = ("first-write", "last-write")
 DEFAULT_STORE_TIMEOUT = 10.0
@@ -31,7 +34,6 @@ DEFAULT_STORE_TIMEOUT = 10.0
 # included) is held to 2048 bytes of UTF-8; Redis refuses an EXPIRE beyond ~2**53 ms and
 # Python's datetime (PostgreSQL) ends at year 9999, so a TTL is at most 2**31-1 s (68 years).
 MAX_KEY_BYTES = 2048
-MAX_TTL_SECONDS = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -155,7 +157,7 @@ def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     text = raw.strip()
-    if not (text.lstrip("-").isdigit() and text.isascii()):
+    if not _INTEGER.fullmatch(text):  # ("--5" passed a lstrip("-") test and then int() raised: a 500)
         raise malformed(f"metadata.ttlInSeconds {raw!r} is not an integer: give seconds > 0, or -1 for no expiry")
     ttl = int(text)
     if ttl == -1:
@@ -245,10 +247,15 @@ class Runtime:
         entry = self.entries.get(name)
         if entry is not None:
             return entry
+        # files that failed before a component name could be read (bad YAML, unreadable)
+        broken = "; ".join(str(e) for e in self.errors if not getattr(e, "component", None))
+        broken = f"; component files that failed to load: {broken}" if broken else ""
         if not self.entries and not self.failed:
             raise ApiError(
                 "ERR_STATE_STORE_NOT_CONFIGURED",
-                "no state store is configured: add a component file (e.g. statestore.yaml) to the "
+                ("no state store is loaded" + broken + ": fix the file, then restart the server")
+                if broken
+                else "no state store is configured: add a component file (e.g. statestore.yaml) to the "
                 "components folder, or run 'devinit init'",
                 500,
                 "FAILED_PRECONDITION",
@@ -260,6 +267,7 @@ class Runtime:
             message = f"state store {name!r} is not found; loaded stores: {known}"
             if self.failed:
                 message += "; failed to load: " + ", ".join(repr(n) for n in sorted(self.failed))
+            message += broken
         raise ApiError("ERR_STATE_STORE_NOT_FOUND", message, 400, "INVALID_ARGUMENT")
 
     @staticmethod

@@ -10,6 +10,8 @@ from devinit.components import ComponentSpec, parse_bool, parse_duration
 from devinit.errors import ComponentError
 from devinit.state.base import Store
 
+MAX_TTL_SECONDS = 2**31 - 1  # the largest TTL every store takes (PostgreSQL intervals, Redis EXPIRE)
+
 #: metadata every store accepts (handled by the runtime or ignored on purpose)
 COMMON_METADATA = {"keyPrefix", "actorStateStore", "ttlInSeconds", "queryIndexes", "outboxPublishPubsub"}
 
@@ -32,6 +34,15 @@ def _seconds(spec: ComponentSpec, item: str, default: float | None) -> float | N
         return parse_duration(raw, item)
     except ValueError as e:
         raise spec.error(item, str(e)) from None
+
+
+def _timeout(spec: ComponentSpec, item: str, default: float) -> float:
+    """A timeout in seconds; it must be positive (devinit never waits forever on a store)."""
+    seconds = _seconds(spec, item, default)
+    assert seconds is not None
+    if seconds <= 0:
+        raise spec.error(item, f"{spec.metadata[item]!r} must be a positive duration, e.g. 2s (devinit never waits forever)")
+    return seconds
 
 
 def _bool(spec: ComponentSpec, item: str) -> bool:
@@ -70,7 +81,7 @@ def create_store(spec: ComponentSpec) -> Store:
             spec.name,
             database,
             table=_table(spec),
-            busy_timeout=_seconds(spec, "busyTimeout", 5.0) or 5.0,
+            busy_timeout=_timeout(spec, "busyTimeout", 5.0),
             cleanup_interval=_cleanup(spec),
         )
     if spec.type == "state.redis":
@@ -99,8 +110,8 @@ def create_store(spec: ComponentSpec) -> Store:
             username=spec.metadata.get("redisUsername") or None,
             db=_int(spec, "redisDB", 0),
             tls=_bool(spec, "enableTLS"),
-            dial_timeout=_seconds(spec, "dialTimeout", 2.0) or 2.0,
-            read_timeout=_seconds(spec, "readTimeout", 3.0) or 3.0,
+            dial_timeout=_timeout(spec, "dialTimeout", 2.0),
+            read_timeout=_timeout(spec, "readTimeout", 3.0),
             sentinel_master=master if failover else None,
         )
     if spec.type == "state.postgresql":
@@ -118,7 +129,7 @@ def create_store(spec: ComponentSpec) -> Store:
             spec.name,
             conninfo,
             table=_table(spec),
-            timeout=_seconds(spec, "timeout", 5.0) or 5.0,
+            timeout=_timeout(spec, "timeout", 5.0),
             cleanup_interval=_cleanup(spec),
         )
     raise ComponentError(str(spec.path), "spec.type", f"{spec.type} is not supported yet")
@@ -135,6 +146,6 @@ def default_ttl(spec: ComponentSpec) -> int | None:
         raise spec.error("ttlInSeconds", f"{raw!r} is not an integer number of seconds") from None
     if ttl == -1:
         return None
-    if ttl <= 0:
-        raise spec.error("ttlInSeconds", f"{ttl} must be a positive number of seconds, or -1 for none")
+    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise spec.error("ttlInSeconds", f"{ttl} must be a number of seconds from 1 to {MAX_TTL_SECONDS}, or -1 for none")
     return ttl

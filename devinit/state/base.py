@@ -20,6 +20,7 @@ with a message naming the store and what failed).
 from __future__ import annotations
 
 import abc
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,16 @@ def failed_keys_in_order(ops: Sequence[Op], read: Callable[[str], StoredItem | N
             continue
         overlay[op.key] = StoredItem(b"", "\0pending") if isinstance(op, SetOp) else None
     return failed
+
+
+def new_etag() -> str:
+    """A fresh etag for stores without a version counter: a random decimal below 2**53.
+
+    Decimal, so that the Dapr how-to's unquoted ``"etag": <etag>`` is valid JSON on every store
+    (STATE_API leniency: a numeric etag is taken as its string), and below 2**53, so that a
+    JavaScript client parsing it as a number keeps it exact.
+    """
+    return str(secrets.randbits(52) | 1 << 51)  # always 16 digits: no leading-zero look-alikes
 
 
 def expire_at(ttl: int | None, now: float | None = None) -> float | None:

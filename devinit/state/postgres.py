@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from devinit.errors import EtagMismatch, StoreError
-from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
+from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, new_etag
 
 T = TypeVar("T")
 log = logging.getLogger("devinit.state.postgres")
 _LIVE = "(expire_at IS NULL OR expire_at > now())"
+# Expiry from a TTL in seconds (NULL: none), on the database's clock, the one _LIVE reads: with
+# the server's clock, skew between hosts would stretch or shorten every TTL.
+_EXPIRY = "now() + %s::integer * interval '1 second'"
 
 
 class PostgresStore(Store):
@@ -62,14 +64,15 @@ class PostgresStore(Store):
             configure=self._configure,
         )
         self._table_ready = False
+        self._table_lock = asyncio.Lock()
         self._cleaner: asyncio.Task[None] | None = None
         t = f'"{table}"'
         self._sql_get = f"SELECT value, etag, expire_at FROM {t} WHERE key = %s AND {_LIVE}"
         self._sql_bulk = f"SELECT key, value, etag, expire_at FROM {t} WHERE key = ANY(%s) AND {_LIVE}"
-        upsert = f"INSERT INTO {t} AS s (key, value, etag, expire_at) VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, expire_at = excluded.expire_at"
+        upsert = f"INSERT INTO {t} AS s (key, value, etag, expire_at) VALUES (%s, %s, %s, {_EXPIRY}) ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, expire_at = excluded.expire_at"
         self._sql_upsert = upsert
         self._sql_insert = upsert + " WHERE s.expire_at IS NOT NULL AND s.expire_at <= now()"
-        self._sql_update = f"UPDATE {t} SET value = %s, etag = %s, expire_at = %s WHERE key = %s AND etag = %s AND {_LIVE}"
+        self._sql_update = f"UPDATE {t} SET value = %s, etag = %s, expire_at = {_EXPIRY} WHERE key = %s AND etag = %s AND {_LIVE}"
         self._sql_delete = f"DELETE FROM {t} WHERE key = %s"
         self._sql_delete_if = f"DELETE FROM {t} WHERE key = %s AND etag = %s AND {_LIVE}"
 
@@ -111,7 +114,9 @@ class PostgresStore(Store):
         try:
             async with self._pool.connection(timeout=self.timeout) as conn:
                 if not self._table_ready:
-                    await self._create_table(conn)
+                    async with self._table_lock:  # concurrent CREATE TABLEs can clash in the catalog
+                        if not self._table_ready:
+                            await self._create_table(conn)
                 if not (strong or tx):
                     return await fn(conn)
                 async with conn.transaction():
@@ -134,16 +139,12 @@ class PostgresStore(Store):
         )
         self._table_ready = True
 
-    @staticmethod
-    def _expiry(ttl: int | None) -> datetime | None:
-        return None if ttl is None else datetime.now(timezone.utc) + timedelta(seconds=ttl)
-
     async def _apply(self, conn: psycopg.AsyncConnection[Any], op: Op) -> bool:
         """Run one operation's conditional statement; False when its check failed."""
         if op.etag and "\x00" in op.etag:
             return False  # no etag holds NUL, and PostgreSQL text refuses it (was a 500, not a 409)
         if isinstance(op, SetOp):
-            etag, exp = os.urandom(10).hex(), self._expiry(op.ttl)
+            etag, exp = new_etag(), op.ttl
             if op.etag:
                 cur = await conn.execute(self._sql_update, (op.value, etag, exp, op.key, op.etag))
             elif op.first_write:

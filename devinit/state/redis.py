@@ -41,7 +41,9 @@ return {v[1], v[2], redis.call("PTTL", KEYS[1])}
 # version), so an etag is never handed out twice for a key, not even after a delete: Dapr's
 # HINCRBY restarts a re-created key at 1, and a client still holding "1" from before the
 # delete could then overwrite the new item. Dapr reads and bumps these versions as usual.
-ETAG_SEQUENCE = "devinit:etag-sequence"
+# Its name starts with "||", which no full key can (a key may not hold "||" and every prefix
+# ends with it), so no saved key can collide with the sequence.
+ETAG_SEQUENCE = "||devinit||etag-sequence"
 _NEXT_VERSION = f"""
 local function next_version(cur)
   local v = redis.call("INCR", "{ETAG_SEQUENCE}")
@@ -115,6 +117,9 @@ log = logging.getLogger("devinit.state.redis")
 _GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT = (Script(x) for x in (_GET, _SET, _DELETE, _TRANSACT))
 SCRIPTS = (_GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT)
 LANES = 2  # shared connections for reads and eventual writes (measured: 2 beat 1, 4 no better)
+# Strong writes: WAITAOF/WAIT holds a connection until Redis confirms (up to a second with
+# appendfsync everysec), so they spread over lanes of their own instead of queueing on one.
+STRONG_LANES = 4
 _DURABILITY_TTL = 10.0  # seconds to trust a reading of AOF / replica settings
 
 
@@ -169,7 +174,8 @@ class RedisStore(Store):
 
         self._lanes = [lane() for _ in range(LANES)]
         self._next_lane = itertools.cycle(self._lanes).__next__
-        self._strong_lane = lane()
+        self._strong_lanes = [lane() for _ in range(STRONG_LANES)]
+        self._next_strong = itertools.cycle(self._strong_lanes).__next__
         self._durability: _Durability | None = None
 
     @staticmethod
@@ -207,7 +213,7 @@ class RedisStore(Store):
         return reply
 
     async def close(self) -> None:
-        for lane in (*self._lanes, self._strong_lane):
+        for lane in (*self._lanes, *self._strong_lanes):
             await lane.close()
 
     async def ping(self) -> None:
@@ -268,7 +274,7 @@ class RedisStore(Store):
     async def _durability_now(self) -> _Durability:
         d = self._durability
         if d is None or time.monotonic() - d.read_at > _DURABILITY_TTL:
-            info = _info(self._ok("INFO", (await self._run("INFO", [(b"INFO", b"everything")], self._strong_lane))[0]))
+            info = _info(self._ok("INFO", (await self._run("INFO", [(b"INFO", b"everything")]))[0]))
             version = tuple(int(p) for p in info.get("redis_version", "0.0").split(".")[:2] if p.isdigit())
             d = _Durability(
                 aof=info.get("aof_enabled") == "1",
@@ -296,7 +302,7 @@ class RedisStore(Store):
             extra.append((b"WAITAOF", 1, d.replicas, wait_ms))
         elif d.replicas:
             extra.append((b"WAIT", d.replicas, wait_ms))
-        replies = await self._run(what, commands + extra, self._strong_lane)
+        replies = await self._run(what, commands + extra, self._next_strong())
         if extra:
             self._check_durable(self._ok(what, replies[-1]), d)
             replies = replies[:-1]

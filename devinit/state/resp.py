@@ -54,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.lost: BaseException | None = None
+        self.progress = loop.time()  # when the last reply arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -73,6 +74,7 @@ class _Connection(asyncio.Protocol):
                 self.abort(RedisFailure("an unexpected reply arrived"))
                 return
             fut, _ = waiters.popleft()
+            self.progress = self.loop.time()
             if not fut.done():
                 fut.set_result(reply)
 
@@ -127,7 +129,10 @@ class _Connection(asyncio.Protocol):
         self.out.clear()
 
     def overdue(self, now: float, timeout: float) -> bool:
-        return bool(self.waiters) and now - self.waiters[0][1] > timeout
+        """No reply for ``timeout`` seconds while one is awaited (measured from the later of the
+        oldest command's send and the last reply, so a slow but answering server, e.g. WAITAOF
+        queued behind WAITAOF, is not mistaken for a frozen one)."""
+        return bool(self.waiters) and now - max(self.waiters[0][1], self.progress) > timeout
 
 
 class Lane:
@@ -215,20 +220,18 @@ class Lane:
                 if isinstance(reply, ReplyError):
                     conn.abort(RedisFailure(str(reply)))
                     raise RedisFailure(str(reply))
-        if self._sweeper is None or self._sweeper.done():
+        if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
         return conn
 
     async def _sweep(self) -> None:
+        # One sweeper for the life of the lane (until close()): it never leaves a connection
+        # unwatched, whatever the timing of reconnects.
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(_SWEEP)
             conn = self._conn
-            if conn is None or not conn.usable:
-                if conn is None or not conn.waiters:
-                    return  # restarted by the next connection
-                continue
-            if conn.overdue(loop.time(), self.read_timeout):
+            if conn is not None and conn.usable and conn.overdue(loop.time(), self.read_timeout):
                 conn.abort(RedisFailure(f"no answer within {self.read_timeout:g}s"))
 
     @staticmethod

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from devinit.errors import EtagMismatch, StoreError
-from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, expire_at, failed_keys_in_order, precondition_holds
+from devinit.state.base import (
+    DeleteOp,
+    Op,
+    SetOp,
+    Store,
+    StoredItem,
+    expire_at,
+    failed_keys_in_order,
+    new_etag,
+    precondition_holds,
+)
 
 T = TypeVar("T")
 _BULK_CHUNK = 500
@@ -224,7 +234,7 @@ class SqliteStore(Store):
 
     def _apply(self, c: sqlite3.Connection, op: Op) -> None:
         if isinstance(op, SetOp):
-            c.execute(self._sql_upsert, (op.key, op.value, os.urandom(10).hex(), expire_at(op.ttl)))
+            c.execute(self._sql_upsert, (op.key, op.value, new_etag(), expire_at(op.ttl)))
         else:
             c.execute(self._sql_delete, (op.key,))
 
