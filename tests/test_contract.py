@@ -365,6 +365,16 @@ def test_transaction_accepts_null_metadata_and_empty_operations(client, key):
     assert client.post(f"{S}/transaction", json={"operations": []}).status_code == 204
 
 
+def test_transaction_takes_request_level_options_and_metadata(client, key):
+    ops = {"operations": [{"operation": "upsert", "request": {"key": key, "value": 1}}]}
+    r = client.post(f"{S}/transaction", json=ops, params={"metadata.ttlInSeconds": "60", "consistency": "strong"})
+    assert r.status_code == 204, r.text
+    assert "metadata.ttlExpireTime" in get(client, key).headers
+    assert_error(client.post(f"{S}/transaction", json=ops, headers={"consistency": "sometimes"}), 400, "ERR_MALFORMED_REQUEST")
+    r = client.post(f"{S}/transaction", json=ops, headers={"concurrency": "first-write"})  # key exists: 409
+    assert_error(r, 409, "ERR_STATE_TRANSACTION")
+
+
 def test_transaction_unsupported_operation(client, key):
     r = tx(client, ("upsert", {"key": key, "value": 1}), ("merge", {"key": key, "value": 2}))
     assert_error(r, 400, "ERR_NOT_SUPPORTED_STATE_OPERATION")

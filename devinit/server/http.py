@@ -217,7 +217,14 @@ class HttpApp:
             if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
                 raise malformed(f"operations[{i}] must be an object with 'operation' and a 'request' object")
             ops.append(TxOperation(raw.get("operation"), _request(raw["request"], {}, f"operations[{i}].request")))
-        await self.runtime.transact(store, ops, body.get("metadata"))
+        params = _params(req)
+        metadata = body.get("metadata")
+        query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
+        if query_meta:  # metadata.<name> query parameters override the body's, as on save
+            if metadata is not None and not isinstance(metadata, dict):
+                raise malformed("metadata must be an object of string values")
+            metadata = {**(metadata or {}), **query_meta}
+        await self.runtime.transact(store, ops, metadata, _option_defaults(req, params))
         return _NO_CONTENT
 
     async def _query(self, store: str, req: Request) -> Response:

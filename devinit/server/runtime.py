@@ -376,8 +376,14 @@ class Runtime:
         if failed:
             raise self._mismatch(entry, "ERR_STATE_DELETE", failed)
 
-    async def transact(self, store: str, operations: Sequence[TxOperation], metadata: Any = None) -> None:
-        """Apply operations in order, all or nothing."""
+    async def transact(
+        self,
+        store: str,
+        operations: Sequence[TxOperation],
+        metadata: Any = None,
+        defaults: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Apply operations in order, all or nothing (``defaults``: request-level options)."""
         entry = self.entry(store)
         shared = parse_metadata(metadata)
         ops: list[Op] = []
@@ -387,9 +393,9 @@ class Runtime:
             if shared:
                 req.metadata = {**shared, **parse_metadata(req.metadata)}
             if tx.operation == "upsert":
-                op, s = _at(i, self._set_op, entry, req, None, "operations[{}].request")
+                op, s = _at(i, self._set_op, entry, req, defaults, "operations[{}].request")
             elif tx.operation == "delete":
-                op, s = _at(i, self._delete_op, entry, req, None, "operations[{}].request")
+                op, s = _at(i, self._delete_op, entry, req, defaults, "operations[{}].request")
             else:
                 raise ApiError(
                     "ERR_NOT_SUPPORTED_STATE_OPERATION",
