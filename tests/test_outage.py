@@ -15,12 +15,17 @@ from support import DevinitServer, PostgresServer, RedisServer
 BOUND = httpx.Timeout(15.0)
 
 
+def serve_on(kind: str, backing: RedisServer | PostgresServer, tmp_path: Path, extra: dict[str, str] | None = None) -> tuple[DevinitServer, str]:
+    """A `devinit serve` whose store `statestore` lives on ``backing``; its state URL."""
+    folder = tmp_path / "components"
+    store_component(kind, folder, "statestore", backing, extra)
+    srv = DevinitServer(folder)
+    return srv, srv.url + "/v1.0/state/statestore"
+
+
 def test_redis_killed_and_restarted(tmp_path: Path):
     rs = RedisServer(tmp_path / "redis")
-    folder = tmp_path / "components"
-    store_component("redis", folder, "statestore", rs)
-    srv = DevinitServer(folder)
-    url = srv.url + "/v1.0/state/statestore"
+    srv, url = serve_on("redis", rs, tmp_path)
     try:
         with httpx.Client(timeout=BOUND) as c:
             assert c.post(url, json=[{"key": "k", "value": 1}]).status_code == 204
@@ -50,10 +55,7 @@ def test_redis_killed_and_restarted(tmp_path: Path):
 
 def test_redis_frozen_gives_errors_not_hangs(tmp_path: Path):
     rs = RedisServer(tmp_path / "redis")
-    folder = tmp_path / "components"
-    store_component("redis", folder, "statestore", rs, {"readTimeout": "1s"})
-    srv = DevinitServer(folder)
-    url = srv.url + "/v1.0/state/statestore"
+    srv, url = serve_on("redis", rs, tmp_path, {"readTimeout": "1s"})
     assert rs.proc is not None
     try:
         with httpx.Client(timeout=BOUND) as c:
@@ -75,10 +77,7 @@ def test_redis_frozen_gives_errors_not_hangs(tmp_path: Path):
 
 def test_postgres_killed_and_restarted(tmp_path: Path):
     pg = PostgresServer(tmp_path / "pg")
-    folder = tmp_path / "components"
-    store_component("postgres", folder, "statestore", pg, {"timeout": "2s"})
-    srv = DevinitServer(folder)
-    url = srv.url + "/v1.0/state/statestore"
+    srv, url = serve_on("postgres", pg, tmp_path, {"timeout": "2s"})
     try:
         with httpx.Client(timeout=BOUND) as c:
             # strong: acknowledged only once flushed, so it survives the SIGKILL below
@@ -109,10 +108,7 @@ def test_redis_restart_while_idle_first_request_succeeds(tmp_path: Path):
     # background fsync is slow (disk busy), acknowledging writes a SIGKILL then loses: the
     # test failed that way under a loaded machine.
     rs = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
-    folder = tmp_path / "components"
-    store_component("redis", folder, "statestore", rs)
-    srv = DevinitServer(folder)
-    url = srv.url + "/v1.0/state/statestore"
+    srv, url = serve_on("redis", rs, tmp_path)
     try:
         with httpx.Client(timeout=BOUND) as c:
             # several pooled connections
