@@ -186,7 +186,10 @@ class _Protocol(asyncio.Protocol):
         if isinstance(item, Request):
             self.busy = True
             self.server.in_flight += 1
-            self.loop.create_task(self._run(item, keep_alive))
+            task = self.loop.create_task(self._run(item, keep_alive))
+            # the loop holds tasks weakly: keep each one until it is done
+            self.server.tasks.add(task)
+            task.add_done_callback(self.server.tasks.discard)
         else:
             self._write(item, keep_alive, head=False)
             self._done(keep_alive)
@@ -274,10 +277,12 @@ class H1Server:
         self.backlog = backlog
         self.error_response = error_response
         self.connections: set[_Protocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
         self.stopping = False
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     def too_large(self) -> Response:
@@ -291,7 +296,7 @@ class H1Server:
         self._server = await self.loop.create_server(
             lambda: _Protocol(self), self.host, self.port, backlog=self.backlog
         )
-        self.loop.create_task(self._sweep_idle())
+        self._sweeper = self.loop.create_task(self._sweep_idle())
 
     async def _sweep_idle(self) -> None:
         while not self.stopping:

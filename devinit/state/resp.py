@@ -165,6 +165,7 @@ class Lane:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._connect_task: asyncio.Task[_Connection] | None = None
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -173,8 +174,8 @@ class Lane:
         if self._connecting is None:
             loop = asyncio.get_running_loop()
             self._connecting = loop.create_future()
-            task = loop.create_task(self._connect())
-            task.add_done_callback(self._connected)
+            self._connect_task = loop.create_task(self._connect())  # kept: the loop holds tasks weakly
+            self._connect_task.add_done_callback(self._connected)
         return await asyncio.shield(self._connecting)
 
     def _connected(self, task: asyncio.Task[_Connection]) -> None:
