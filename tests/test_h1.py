@@ -182,3 +182,10 @@ def test_a_client_that_does_not_read_is_not_buffered_without_limit(port):
         except (socket.timeout, BlockingIOError):
             pass
     assert sent < total
+
+
+def test_a_bad_pipelined_request_is_answered_after_the_ones_before_it(port):
+    got = talk(port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n", until_close=True)
+    first, second = got.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and first.endswith(b"GET /slow? len=0")
+    assert second.startswith(b"400 ") and b"Connection: close" in second

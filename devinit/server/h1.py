@@ -245,10 +245,16 @@ class _Protocol(asyncio.Protocol):
         self._close_with(self.server.error_response(status, message.decode("utf-8", "replace")))
 
     def _close_with(self, response: Response) -> None:
+        """Answer with ``response`` after the requests already read, then close (read no more)."""
         self.failed = True
         if self.transport is None or self.transport.is_closing():
             return
-        self.queue.clear()
+        if self.busy or self.queue:  # pipelined requests before this one are answered first
+            self.queue.append((response, False))
+            if not self.paused:
+                self.transport.pause_reading()
+                self.paused = True
+            return
         self._write(response, keep_alive=False, head=False)
         self.transport.close()
 
