@@ -75,61 +75,48 @@ def wrk(
     )
 
 
-def redis_benchmark(port: int, test: str, duration: float, connections: int = 32, size: int = 1024) -> Measure:
-    """redis-benchmark -t get|set at the same concurrency and value size; ~``duration`` seconds.
+def _redis_benchmark_csv(port: int, connections: int, n: int, args: list[str], timeout: float) -> dict[str, str]:
+    """One redis-benchmark run of ``n`` requests; its last CSV row."""
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(connections), "-n", str(n), "--csv", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    if not rows:
+        raise RuntimeError(f"redis-benchmark gave no CSV (exit {out.returncode}): {out.stdout}{out.stderr}")
+    return rows[-1]
 
-    redis-benchmark runs a request count, not a time, so a short probe sizes the real run.
-    Without -r every request uses the one key ``key:__rand_int__`` (a SET runs first for GET).
-    """
 
-    def run(n: int, t: str) -> dict[str, str]:
-        argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(connections), "-d", str(size), "-n", str(n), "-t", t, "--csv"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
-        rows = list(csv.DictReader(io.StringIO(out.stdout)))
-        if not rows:
-            raise RuntimeError(f"redis-benchmark gave no CSV (exit {out.returncode}): {out.stdout}{out.stderr}")
-        return rows[-1]
-
-    if test == "get":
-        run(1000, "set")
-    probe = run(20000, test)
+def _redis_benchmark_sized(port: int, connections: int, args: list[str], duration: float, tool: str) -> Measure:
+    """redis-benchmark runs a request count, not a time: a short probe sizes a ~``duration`` s run."""
+    probe = _redis_benchmark_csv(port, connections, 20000, args, duration + 120)
     n = max(20000, int(float(probe["rps"]) * duration))
     t0 = time.monotonic()
-    row = run(n, test)
+    row = _redis_benchmark_csv(port, connections, n, args, duration + 120)
     return Measure(
         rps=float(row["rps"]),
         p50_ms=float(row["p50_latency_ms"]),
         p99_ms=float(row["p99_latency_ms"]),
         requests=n,
         duration_s=time.monotonic() - t0,
-        tool=f"redis-benchmark -c{connections} -d{size} -t {test}",
+        tool=tool,
         extra={"avg_ms": float(row["avg_latency_ms"]), "max_ms": float(row["max_latency_ms"])},
+    )
+
+
+def redis_benchmark(port: int, test: str, duration: float, connections: int = 32, size: int = 1024) -> Measure:
+    """redis-benchmark -t get|set at the same concurrency and value size; ~``duration`` seconds.
+
+    Without -r every request uses the one key ``key:__rand_int__`` (a SET runs first for GET).
+    """
+    if test == "get":
+        _redis_benchmark_csv(port, connections, 1000, ["-d", str(size), "-t", "set"], duration + 120)
+    return _redis_benchmark_sized(
+        port, connections, ["-d", str(size), "-t", test], duration, f"redis-benchmark -c{connections} -d{size} -t {test}"
     )
 
 
 def redis_benchmark_command(port: int, command: list[str], duration: float, connections: int = 32) -> Measure:
     """redis-benchmark running one literal command (e.g. devinit's EVALSHA) at the same concurrency."""
-
-    def run(n: int) -> dict[str, str]:
-        argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(connections), "-n", str(n), "--csv", *command]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
-        rows = list(csv.DictReader(io.StringIO(out.stdout)))
-        if not rows:
-            raise RuntimeError(f"redis-benchmark gave no CSV (exit {out.returncode}): {out.stdout}{out.stderr}")
-        return rows[-1]
-
-    probe = run(20000)
-    n = max(20000, int(float(probe["rps"]) * duration))
-    t0 = time.monotonic()
-    row = run(n)
-    return Measure(
-        rps=float(row["rps"]),
-        p50_ms=float(row["p50_latency_ms"]),
-        p99_ms=float(row["p99_latency_ms"]),
-        requests=n,
-        duration_s=time.monotonic() - t0,
-        tool=f"redis-benchmark -c{connections} {command[0]}",
-    )
+    return _redis_benchmark_sized(port, connections, command, duration, f"redis-benchmark -c{connections} {command[0]}")
 
 
 def hey(url: str, duration: float, rate: float, connections: int = 16) -> Measure | None:
