@@ -23,6 +23,12 @@ async def echo(req: Request) -> Response:
         raise RuntimeError("handler bug")
     if req.path == b"/slow":
         await asyncio.sleep(0.2)
+    if req.path == b"/yield":  # a bare yield: the handler goes on in the next loop turn
+        await asyncio.sleep(0)
+    if req.path == b"/future":  # waits on a future completed by a later callback
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, None)
+        await fut
     if req.path == b"/big":
         return 200, [], b"b" * 65536
     body = b"%s %s?%s len=%d" % (req.method.encode(), req.path, req.query, len(req.body))
@@ -135,6 +141,34 @@ def test_malformed_request_is_400_and_closed(port):
 def test_huge_headers_are_431(port):
     got = talk(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", until_close=True)
     assert got.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_long_pipeline_of_immediate_answers_is_answered_in_order(port):
+    """Handlers that answer without waiting finish inside the read callback (h1._Call): 3000
+    of them queued behind one that waits must all be answered, in order, without growing the
+    stack (each one answered at once must not start the next from inside itself)."""
+    n = 3000
+    data = b"GET /future HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n))
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        got = b""
+        while got.count(b"HTTP/1.1 200 OK") <= n or not got.endswith(b"GET /p%d? len=0" % (n - 1)):
+            chunk = s.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            got += chunk
+    bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in got.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert bodies == [b"GET /future? len=0"] + [b"GET /p%d? len=0" % i for i in range(n)]
+
+
+def test_handlers_that_wait_in_different_ways_answer_in_order(port):
+    paths = [b"/yield", b"/a", b"/future", b"/boom", b"/b", b"/yield", b"/future"]
+    data = b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in paths)
+    got = talk(port, data, responses=len(paths))
+    statuses = [int(part[:3]) for part in got.split(b"HTTP/1.1 ")[1:]]
+    assert statuses == [200, 200, 200, 500, 200, 200, 200]
+    for p in (b"/yield", b"/a", b"/future", b"/b"):
+        assert b"GET %s? len=0" % p in got
+    assert got.index(b"GET /a?") < got.index(b"GET /future?") < got.index(b"ERR_INTERNAL") < got.index(b"GET /b?")
 
 
 def test_handler_error_is_500_and_connection_goes_on(port):

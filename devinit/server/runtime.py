@@ -169,6 +169,11 @@ def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     return ttl
 
 
+async def _deadline(awaitable: Any, seconds: float) -> Any:
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
 class Runtime:
     """The stores of one server and the operations of the state API on them."""
 
@@ -300,8 +305,9 @@ class Runtime:
         try:
             if entry.store.bounded:
                 return await awaitable
-            async with asyncio.timeout(self.store_timeout):
-                return await awaitable
+            # A task of its own: the HTTP front end runs handlers without one (h1._Call), and
+            # asyncio.timeout (and a driver's own waits, e.g. psycopg's) need a current task.
+            return await asyncio.ensure_future(_deadline(awaitable, self.store_timeout))
         except EtagMismatch as e:
             raise self._mismatch(entry, code, e.keys) from None
         except StoreError as e:
