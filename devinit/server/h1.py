@@ -20,6 +20,7 @@ The handler is ``async def handler(request: Request) -> Response`` with the whol
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import httptools
+
+from devinit.server.drive import Driven
 
 log = logging.getLogger("devinit.http")
 
@@ -185,8 +188,8 @@ class _Protocol(asyncio.Protocol):
     def _pump(self) -> None:
         """Answer the queued requests in order, one at a time.
 
-        A loop, not recursion: a handler that answers at once (the in-memory store) finishes
-        inside ``step()``, and a long pipeline answered that way must not grow the stack.
+        Handlers run without a Task (``drive.Driven``). A loop, not recursion: a handler that
+        answers at once (the in-memory store) finishes inside ``step()``, and a long pipeline answered that way must not grow the stack.
         """
         if self.pumping:
             return  # a request finished inside the loop below: it goes on from there
@@ -197,7 +200,7 @@ class _Protocol(asyncio.Protocol):
                 if isinstance(item, Request):
                     self.busy = True
                     self.server.in_flight += 1
-                    _Call(self, item, keep_alive).step()
+                    Driven(self.handler(item), functools.partial(self._handled, item, keep_alive), self.loop).step()
                 else:
                     self._write(item, keep_alive, head=False)
                     if not keep_alive:
@@ -206,6 +209,12 @@ class _Protocol(asyncio.Protocol):
             self.pumping = False
         if not self.busy and not self.queue:
             self._resume()
+
+    def _handled(self, request: Request, keep_alive: bool, response: Response | None, error: BaseException | None) -> None:
+        if error is not None:  # a bug: answer 500, keep serving
+            log.error("error while handling %s %s", request.method, request.path.decode("latin-1"), exc_info=error)
+            response = self.server.internal_error()
+        self._finish(request, keep_alive, response)  # type: ignore[arg-type]
 
     def _finish(self, request: Request, keep_alive: bool, response: Response) -> None:
         """A handler's answer: write it, then go on with the next queued request."""
@@ -269,52 +278,6 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
 
-class _Call:
-    """One request's handler, driven without a Task.
-
-    The handler's coroutine starts at once, inside the callback that read the request, and
-    resumes from its awaited future's done callback: what an asyncio Task does, less its
-    scheduling (a loop turn before it starts) and bookkeeping. Measured on the Redis GET hot
-    path (bench/), that is the largest cost left after the socket work; a handler that never
-    waits (the in-memory store) answers in the same callback that read the request.
-    The handler must not need ``asyncio.current_task()`` (``asyncio.timeout`` does): code that
-    does runs in a task of its own (``runtime.Runtime._call`` for stores that are not bounded).
-    """
-
-    __slots__ = ("conn", "request", "keep_alive", "coro")
-
-    def __init__(self, conn: _Protocol, request: Request, keep_alive: bool) -> None:
-        self.conn = conn
-        self.request = request
-        self.keep_alive = keep_alive
-        self.coro = conn.handler(request)
-
-    def step(self, _done: object = None) -> None:
-        try:
-            waited = self.coro.send(None)
-        except StopIteration as stop:
-            self.conn._finish(self.request, self.keep_alive, stop.value)
-            return
-        except BaseException as e:  # a bug (or a cancelled future): answer 500, keep serving
-            self._error(e)
-            if not isinstance(e, Exception | asyncio.CancelledError):
-                raise
-            return
-        if getattr(waited, "_asyncio_future_blocking", False):
-            waited._asyncio_future_blocking = False  # type: ignore[union-attr]
-            waited.add_done_callback(self.step)  # type: ignore[union-attr]
-        elif waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next loop turn
-            self.conn.loop.call_soon(self.step)
-        else:
-            self.coro.close()
-            self._error(RuntimeError(f"the handler awaited {waited!r}, which is not an asyncio future"))
-
-    def _error(self, e: BaseException) -> None:
-        request = self.request
-        log.error("error while handling %s %s", request.method, request.path.decode("latin-1"), exc_info=e)
-        self.conn._finish(request, self.keep_alive, self.conn.server.internal_error())
-
-
 class H1Server:
     """Listen on ``host:port`` and answer with ``handler``; ``serve()`` runs until ``stop()``."""
 
@@ -370,6 +333,8 @@ class H1Server:
         """Run until ``stop()``; then stop listening and let requests in flight finish."""
         await self._stopped.wait()
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         deadline = self.loop.time() + grace

@@ -305,7 +305,7 @@ class Runtime:
         try:
             if entry.store.bounded:
                 return await awaitable
-            # A task of its own: the HTTP front end runs handlers without one (h1._Call), and
+            # A task of its own: the front ends run handlers without one (drive.Driven), and
             # asyncio.timeout (and a driver's own waits, e.g. psycopg's) need a current task.
             return await asyncio.ensure_future(_deadline(awaitable, self.store_timeout))
         except EtagMismatch as e:

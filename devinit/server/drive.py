@@ -1,0 +1,65 @@
+"""Run a request's handler coroutine without an asyncio Task.
+
+Both front ends (``h1``, ``grpc_wire``) start a handler inside the callback that read its
+request and resume it from the done callback of the future it waits on: what a Task does,
+less its scheduling (a loop turn before it starts) and bookkeeping. Measured on the Redis
+GET hot path (bench/), that was the largest cost left after the socket work; a handler that
+never waits (the in-memory store) answers inside the read callback.
+
+A handler run this way has no ``asyncio.current_task()``, so it must not use
+``asyncio.timeout`` (or a library that does) directly: ``runtime.Runtime._call`` runs the
+stores that need one in a task of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+#: called once with (result, None) or (None, exception)
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+class Driven:
+    """One coroutine driven to its end; ``cancel()`` cancels the future it waits on."""
+
+    __slots__ = ("coro", "done", "loop", "waiting", "cancelled")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], done: Done, loop: asyncio.AbstractEventLoop) -> None:
+        self.coro = coro
+        self.done = done
+        self.loop = loop
+        self.waiting: asyncio.Future[Any] | None = None
+        self.cancelled = False
+
+    def step(self, _future: object = None) -> None:
+        """Run the coroutine up to its next wait (call once to start it)."""
+        self.waiting = None
+        try:
+            waited = self.coro.send(None)
+        except StopIteration as stop:
+            self.done(stop.value, None)
+            return
+        except BaseException as e:  # noqa: BLE001 - handed to done(); KeyboardInterrupt etc. go on up
+            self.done(None, e)
+            if not isinstance(e, Exception | asyncio.CancelledError):
+                raise
+            return
+        if getattr(waited, "_asyncio_future_blocking", False):  # `await future`, as a Task sees it
+            waited._asyncio_future_blocking = False  # type: ignore[union-attr]
+            self.waiting = waited  # type: ignore[assignment]
+            waited.add_done_callback(self.step)  # type: ignore[union-attr]
+            if self.cancelled:
+                waited.cancel()  # type: ignore[union-attr]
+        elif waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next loop turn
+            self.loop.call_soon(self.step)
+        else:
+            self.coro.close()
+            self.done(None, RuntimeError(f"the handler awaited {waited!r}, which is not an asyncio future"))
+
+    def cancel(self) -> None:
+        """Cancel the wait in progress: the coroutine sees CancelledError there, as in a Task."""
+        self.cancelled = True
+        if self.waiting is not None:
+            self.waiting.cancel()
