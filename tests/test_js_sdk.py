@@ -1,7 +1,8 @@
-"""The HTTP state API through the official JavaScript SDK (``@dapr/dapr``, pinned in tests/js).
+"""The state API through the official JavaScript SDK (``@dapr/dapr``, pinned in tests/js).
 
-``tests/js/state.js`` runs one scenario with the SDK against a real `devinit serve` and
-writes what every step returned (or the error the SDK surfaced) to a JSON report; the
+``tests/js/state.js`` (HTTP) and ``tests/js/grpc_state.js`` (gRPC, over @grpc/grpc-js: an
+HTTP/2 implementation independent of the Python SDK's) each run one scenario with the SDK
+against a real `devinit serve` and write what every step returned (or the error the SDK surfaced) to a JSON report; the
 assertions are here. node_modules is installed with ``npm ci`` when missing (.ci/run does it
 up front); a missing node or npm skips locally and fails under CI=true.
 """
@@ -38,12 +39,14 @@ def node() -> str:
     return node_bin
 
 
-def run_scenario(node: str, server: DevinitServer, prefix: str, tmp_path: Path) -> dict[str, Any]:
+def run_scenario(node: str, server: DevinitServer, prefix: str, tmp_path: Path, script: str = "state.js") -> dict[str, Any]:
     report = tmp_path / "report.json"
-    env = {**os.environ, "DAPR_HTTP_PORT": str(server.http_port), "STORE": STORE, "KEY_PREFIX": prefix}
+    env = {**os.environ, "DAPR_HTTP_PORT": str(server.http_port), "DAPR_GRPC_PORT": str(server.grpc_port),
+           "STORE": STORE, "KEY_PREFIX": prefix}
     env.pop("DAPR_HTTP_ENDPOINT", None)  # would win over the port
-    proc = subprocess.run([node, "state.js", str(report)], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"node state.js failed:\n{proc.stdout}\n{proc.stderr}\nserver log:\n{server.log()}"
+    env.pop("DAPR_GRPC_ENDPOINT", None)
+    proc = subprocess.run([node, script, str(report)], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"node {script} failed:\n{proc.stdout}\n{proc.stderr}\nserver log:\n{server.log()}"
     return json.loads(report.read_text())
 
 
@@ -94,3 +97,30 @@ def test_js_sdk_state_api(node: str, server: DevinitServer, key: str, tmp_path: 
     assert t1_after == t1 and t3 == {"key": f"{p}-t3"}
 
     assert error(r["unknownStore"]) == (400, "ERR_STATE_STORE_NOT_FOUND")
+
+
+def test_js_sdk_over_grpc(node: str, server: DevinitServer, key: str, tmp_path: Path) -> None:
+    r = run_scenario(node, server, key, tmp_path, "grpc_state.js")
+    p = key
+    assert r["save"] == {"ok": {}}
+    assert r["get"] == {"ok": {"n": 1, "s": "é"}}
+    assert r["getString"] == {"ok": "text"}
+    assert r["getBigLength"] == {"ok": 300 * 1024}  # 300 KiB each way: HTTP/2 flow control
+    assert r["getMissing"] == {"ok": ""}
+    bulk = r["bulk"]["ok"]
+    assert [i["key"] for i in bulk] == [f"{p}-a", f"{p}-missing", f"{p}-s"]
+    assert bulk[0]["data"] == {"n": 1, "s": "é"} and bulk[0]["etag"] and bulk[1]["etag"] == ""
+
+    assert r["saveCurrentEtag"] == {"ok": {}}
+    aborted = 10  # gRPC ABORTED
+    assert r["saveStaleEtag"]["error"]["code"] == aborted and "etag mismatch" in r["saveStaleEtag"]["error"]["message"]
+    assert r["afterStale"] == {"ok": {"n": 2}}
+    assert r["firstWrite"]["error"]["code"] == aborted
+
+    assert r["transaction"] == {"ok": None}, r["transaction"]
+    t1, s = r["afterTransaction"]["ok"]
+    assert (t1["data"], s["data"], s["etag"]) == ("one", "", "")
+    assert r["delete"] == {"ok": {}} and r["afterDelete"] == {"ok": ""}
+    assert r["unknownStore"]["error"]["code"] == 3  # INVALID_ARGUMENT, as a sidecar answers
+    assert "not found" in r["unknownStore"]["error"]["message"]
+    assert r["many"] == {"ok": 200}  # 200 concurrent calls on one connection

@@ -67,20 +67,19 @@ def test_http_front_end_compares_the_token_in_constant_time(monkeypatch: pytest.
 
 def test_grpc_front_end_compares_the_token_in_constant_time(monkeypatch: pytest.MonkeyPatch):
     from devinit.server import runtime as rt
-    from devinit.server.grpc_api import TokenInterceptor
+    from devinit.server.grpc_api import DaprServicer
+    from devinit.server.grpc_wire import UNAUTHENTICATED, Call
 
     spy = _Spy()
     monkeypatch.setattr(rt.hmac, "compare_digest", spy)
-    interceptor = TokenInterceptor("s3cret")
 
-    async def continuation(details: Any) -> Any:
-        return grpc.unary_unary_rpc_method_handler(lambda req, ctx: None)
+    class Runtime:  # route() reads the token only
+        api_token = "s3cret"
+        app_id = None
 
-    class Details:
-        method = "/dapr.proto.runtime.v1.Dapr/GetState"
-        invocation_metadata = (("dapr-api-token", "s3creX"),)
-
-    asyncio.run(interceptor.intercept_service(continuation, Details()))
+    servicer = DaprServicer(Runtime())  # type: ignore[arg-type]
+    reply = servicer.route(Call("/dapr.proto.runtime.v1.Dapr/GetState", {"dapr-api-token": b"s3creX"}))
+    assert reply is not None and reply.status == UNAUTHENTICATED
     assert spy.calls == [(b"s3creX", b"s3cret")]
 
 

@@ -1,11 +1,11 @@
-"""The gRPC front end: the state RPCs of ``dapr.proto.runtime.v1.Dapr`` on grpc.aio.
+"""The gRPC front end: the state RPCs of ``dapr.proto.runtime.v1.Dapr``, on ``grpc_wire``.
 
-The messages and the servicer base come from the generated stubs shipped in the ``dapr``
-package (no .proto files here). Only the state RPCs and GetMetadata are implemented; every
+The messages come from the generated stubs shipped in the ``dapr`` package (no .proto files
+here); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the state RPCs and GetMetadata are implemented; every
 other RPC of the service answers UNIMPLEMENTED, saying so. As in the HTTP
 front end, every rule that is not about the wire is the runtime's: this module turns
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
-gRPC status in one place (``_translate``).
+gRPC status in one place (``DaprServicer.__call__``).
 
 Wire rules of this front end (STATE_API.md):
 - values are raw bytes, stored and returned byte for byte; only an item whose metadata
@@ -18,18 +18,19 @@ Wire rules of this front end (STATE_API.md):
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-import grpc
 from dapr.proto import api_v1, common_v1
-from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc
-from google.protobuf import any_pb2, empty_pb2
+from dapr.proto.runtime.v1 import dapr_pb2
+from google.protobuf import any_pb2, empty_pb2, message_factory
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from devinit.errors import ApiError, GrpcBindError, malformed
+from devinit.server import grpc_wire
+from devinit.server.grpc_wire import Call, Reply
 from devinit.server.http import dumps_value, loads, rfc3339
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
@@ -52,32 +53,25 @@ _ERROR_INFO_REASON = {
     "ERR_STATE_STORE_NOT_CONFIGURED": "DAPR_STATE_NOT_CONFIGURED",
 }
 
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+SERVICE = "dapr.proto.runtime.v1.Dapr"
+#: gRPC status codes by name (ApiError.grpc_code holds the name)
+STATUS_CODES = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+    "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+    "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
 
 
-def _status_trailer(err: ApiError, code: grpc.StatusCode, app_id: str | None) -> tuple[tuple[str, bytes], ...]:
+def _status_trailer(err: ApiError, code: int, app_id: str | None) -> list[tuple[bytes, bytes]]:
     """The ``grpc-status-details-bin`` trailer a sidecar sends for ``err``, if any."""
     reason = _ERROR_INFO_REASON.get(err.error_code)
     if reason is None:
-        return ()
+        return []
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="dapr.io", metadata={"appID": app_id} if app_id else {}))
-    status = status_pb2.Status(code=code.value[0], message=err.message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()),)
-
-
-def _translate(handler: Handler) -> Handler:
-    """Answer an ``ApiError`` raised by ``handler`` with its gRPC status (the one boundary)."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await handler(self, request, context)
-        except ApiError as e:
-            code = grpc.StatusCode[e.grpc_code]
-            await context.abort(code, e.message, _status_trailer(e, code, self.runtime.app_id))
-
-    return wrapper  # type: ignore[return-value]
+    status = status_pb2.Status(code=code, message=err.message, details=[detail])
+    return [grpc_wire.binary_trailer("grpc-status-details-bin", status.SerializeToString())]
 
 
 def _etag(message: Any) -> str | None:
@@ -125,31 +119,53 @@ IMPLEMENTED = frozenset(
 )
 
 
-def _unimplemented(name: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
-    """A handler for an RPC devinit does not serve (any streaming kind: it only aborts)."""
+class DaprServicer:
+    """The state RPCs and GetMetadata of ``dapr.proto.runtime.v1.Dapr`` over one runtime.
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"devinit serves Dapr's state management API only (state RPCs and GetMetadata); {name} is not implemented",
-        )
-
-    return handler
-
-
-class DaprServicer(dapr_pb2_grpc.DaprServicer):
-    """The state RPCs and GetMetadata of ``dapr.proto.runtime.v1.Dapr`` over one runtime."""
+    ``route`` runs when a call's headers arrive (token, then method); ``__call__`` runs an
+    implemented method on the whole request message.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        # The generated base answers the rest with "Unexpected NotImplementedError: Method not
-        # implemented!"; say instead what devinit is, keeping the UNIMPLEMENTED code.
+        self.known = set(dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods_by_name)
+        self.methods: dict[str, tuple[Any, Callable[[Any], Awaitable[Any]]]] = {}
         for method in dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods:
-            if method.name not in IMPLEMENTED:
-                setattr(self, method.name, _unimplemented(method.name))
+            if method.name in IMPLEMENTED:
+                request_class = message_factory.GetMessageClass(method.input_type)
+                self.methods[f"/{SERVICE}/{method.name}"] = (request_class, getattr(self, method.name))
 
-    @_translate
-    async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - generated name
+    def route(self, call: Call) -> Reply | None:
+        """None for a call to serve; else its answer: every RPC, implemented or not, needs the token."""
+        if self.runtime.api_token is not None:
+            try:
+                check_token(self.runtime.api_token, call.metadata.get("dapr-api-token"))
+            except ApiError as e:
+                return grpc_wire.error(grpc_wire.UNAUTHENTICATED, e.message)
+        if call.method in self.methods:
+            return None
+        service, _, name = call.method[1:].rpartition("/")
+        if service == SERVICE and name in self.known:
+            message = f"devinit serves Dapr's state management API only (state RPCs and GetMetadata); {name} is not implemented"
+        else:
+            message = f"unknown method {call.method}: devinit serves {SERVICE} (its state RPCs and GetMetadata)"
+        return grpc_wire.error(grpc_wire.UNIMPLEMENTED, message)
+
+    async def __call__(self, call: Call) -> Reply:
+        """Run one implemented RPC; an ``ApiError`` becomes its gRPC status (the one boundary)."""
+        request_class, method = self.methods[call.method]
+        try:
+            request = request_class.FromString(call.message)
+        except DecodeError as e:
+            return grpc_wire.error(grpc_wire.INVALID_ARGUMENT, f"the request is not a valid {request_class.DESCRIPTOR.full_name}: {e}")
+        try:
+            response = await method(request)
+        except ApiError as e:
+            code = STATUS_CODES[e.grpc_code]
+            return grpc_wire.error(code, e.message, _status_trailer(e, code, self.runtime.app_id))
+        return Reply(message=response.SerializeToString())
+
+    async def GetState(self, request: Any) -> Any:  # noqa: N802 - generated name
         """One key; a missing key is OK with empty data and etag."""
         consistency = _CONSISTENCY.get(request.consistency)
         item = await self.runtime.get(request.store_name, request.key, consistency)
@@ -157,8 +173,7 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             return api_v1.GetStateResponse()
         return api_v1.GetStateResponse(data=item.value, etag=item.etag, metadata=_item_metadata(item))
 
-    @_translate
-    async def GetBulkState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def GetBulkState(self, request: Any) -> Any:  # noqa: N802
         """Many keys, in the order asked; a missing key is an item with its key alone."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before bad arguments
         if request.parallelism < 0:
@@ -172,30 +187,26 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
                 out.append(api_v1.BulkStateItem(key=key, data=item.value, etag=item.etag, metadata=_item_metadata(item)))
         return api_v1.GetBulkStateResponse(items=out)
 
-    @_translate
-    async def SaveState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def SaveState(self, request: Any) -> Any:  # noqa: N802
         """Save items independently (ABORTED naming the keys whose etag check failed)."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before a bad item
         items = [_save_request(item) for item in request.states]
         await self.runtime.save(request.store_name, items)
         return empty_pb2.Empty()
 
-    @_translate
-    async def DeleteState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def DeleteState(self, request: Any) -> Any:  # noqa: N802
         """Delete one key; with an etag only if it matches."""
         req = SaveRequest(request.key, b"", _etag(request), dict(request.metadata), _options(request))
         await self.runtime.delete(request.store_name, req)
         return empty_pb2.Empty()
 
-    @_translate
-    async def DeleteBulkState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def DeleteBulkState(self, request: Any) -> Any:  # noqa: N802
         """Delete keys independently (ABORTED naming the keys whose etag check failed)."""
         reqs = [SaveRequest(s.key, b"", _etag(s), dict(s.metadata), _options(s)) for s in request.states]
         await self.runtime.delete_many(request.store_name, reqs)
         return empty_pb2.Empty()
 
-    @_translate
-    async def ExecuteStateTransaction(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def ExecuteStateTransaction(self, request: Any) -> Any:  # noqa: N802
         """Apply upserts and deletes in order, all or nothing."""
         self.runtime.entry(request.storeName)
         shared = dict(request.metadata)
@@ -209,16 +220,14 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
         await self.runtime.transact(request.storeName, ops, shared)
         return empty_pb2.Empty()
 
-    @_translate
-    async def QueryStateAlpha1(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def QueryStateAlpha1(self, request: Any) -> Any:  # noqa: N802
         """The query language of STATE_API.md; ``query`` is the JSON document as text."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before a bad query
         results, token = await self.runtime.query(request.store_name, loads(request.query.encode()))
         items = [api_v1.QueryStateItem(key=k, data=v, etag=e) for k, v, e in results]
         return api_v1.QueryStateResponse(results=items, token=token or "")
 
-    @_translate
-    async def GetMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def GetMetadata(self, request: Any) -> Any:  # noqa: N802
         """The same facts as GET /v1.0/metadata."""
         meta = self.runtime.metadata()
         components = [
@@ -234,79 +243,14 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
         )
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuse every RPC, implemented or not, without the right ``dapr-api-token`` metadata."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        given = _metadata_value(details.invocation_metadata or (), "dapr-api-token")
-        try:
-            check_token(self.token, given)
-        except ApiError as e:
-            return _deny(handler, e.message)
-        return handler
-
-
-def _metadata_value(metadata: Iterable[Any], name: str) -> str | bytes | None:
-    for entry in metadata:
-        key, value = (entry.key, entry.value) if hasattr(entry, "key") else entry
-        if key == name:
-            return value
-    return None
-
-
-def _deny(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    if handler is None:  # a method no servicer knows: still refused before UNIMPLEMENTED
-        return grpc.unary_unary_rpc_method_handler(deny)
-    # Keep the (de)serializers and streaming kind so that the call is read as the client sent it.
-    if handler.request_streaming and handler.response_streaming:
-        make = grpc.stream_stream_rpc_method_handler
-    elif handler.request_streaming:
-        make = grpc.stream_unary_rpc_method_handler
-    elif handler.response_streaming:
-        make = grpc.unary_stream_rpc_method_handler
-    else:
-        make = grpc.unary_unary_rpc_method_handler
-    return make(deny, handler.request_deserializer, handler.response_serializer)
-
-
-def _address(host: str, port: int) -> str:
-    """``host:port`` for grpc, with brackets around an IPv6 literal."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-async def start_grpc_server(runtime: Runtime, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc_server(runtime: Runtime, host: str, port: int) -> grpc_wire.GrpcServer:
     """Start serving ``runtime`` over gRPC on ``host:port``; raise GrpcBindError if it cannot listen."""
-    interceptors = [TokenInterceptor(runtime.api_token)] if runtime.api_token else []
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        # gRPC turns SO_REUSEPORT on by default, which would let a second devinit bind the
-        # same port silently and share its traffic; a port in use must be an error instead.
-        options=[("grpc.so_reuseport", 0)],
-    )
-    dapr_pb2_grpc.add_DaprServicer_to_server(DaprServicer(runtime), server)
-    address = _address(host, port)
+    servicer = DaprServicer(runtime)
+    server = grpc_wire.GrpcServer(servicer, servicer.route, host, port)
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as e:  # grpcio >= 1.5x raises instead of returning 0
-        log.debug("binding %s: %s", address, e)
-        bound = 0
-    if not bound:
-        await server.stop(None)
+        await server.start()
+    except OSError as e:
         raise GrpcBindError(
-            f"the gRPC server could not listen on {address} (is port {port} in use? try --grpc-port)"
-        )
-    await server.start()
+            f"the gRPC server could not listen on {host}:{port} (is port {port} in use? try --grpc-port): {e.strerror or e}"
+        ) from None
     return server

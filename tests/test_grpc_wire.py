@@ -1,0 +1,296 @@
+"""devinit's own HTTP/2 under gRPC (server/grpc_wire.py), frame by frame.
+
+The client is the ``h2`` library (python-hyper), an HTTP/2 implementation independent of the
+server's, over a plain socket, so each test controls what the SDKs never do on their own:
+windows, CONTINUATION, resets, deadlines, oversized and compressed messages, bad prefaces,
+too many streams. The SDK tests (test_grpc_sdk.py, test_js_sdk.py) cover the API itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import hpack
+import pytest
+from dapr.proto import api_v1
+
+from support import DevinitServer, RedisServer, write_component
+
+GET = "/dapr.proto.runtime.v1.Dapr/GetState"
+SAVE = "/dapr.proto.runtime.v1.Dapr/SaveState"
+
+
+def grpc_message(message: Any, compressed: bool = False) -> bytes:
+    body = message.SerializeToString()
+    return bytes([1 if compressed else 0]) + len(body).to_bytes(4, "big") + body
+
+
+class Client:
+    """One HTTP/2 connection driven by hand."""
+
+    def __init__(self, port: int, window: int | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn.initiate_connection()
+        if window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.flush()
+        self.events: list[Any] = []
+        self.closed = False
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def headers(self, path: str, end_stream: bool = False, extra: list[tuple[str, str]] | None = None) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        head = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1"),
+                ("content-type", "application/grpc"), ("te", "trailers"), *(extra or [])]
+        self.conn.send_headers(sid, head, end_stream=end_stream)
+        self.flush()
+        return sid
+
+    def call(self, path: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> int:
+        sid = self.headers(path, extra=extra)
+        while True:  # as much as the server's windows and frame size allow, then wait for more
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if room <= 0:
+                if self.ended(sid):  # answered (and reset) before the whole body went out
+                    return sid
+                self.read(1.0)
+                continue
+            chunk, body = body[:room], body[room:]
+            self.conn.send_data(sid, chunk, end_stream=not body)
+            self.flush()
+            if not body:
+                return sid
+
+    def read(self, timeout: float = 10.0, ack: bool = True) -> None:
+        """Read once (up to ``timeout``), collecting events."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except TimeoutError:
+            return
+        if not data:
+            self.closed = True
+            return
+        for ev in self.conn.receive_data(data):
+            self.events.append(ev)
+            if ack and isinstance(ev, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        self.flush()
+
+    def until(self, done: Any, timeout: float = 10.0, ack: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and not self.closed and time.monotonic() < deadline:
+            self.read(max(0.01, deadline - time.monotonic()), ack)
+        assert done(), f"not done after {timeout}s: {self.events}"
+
+    def ended(self, sid: int) -> bool:
+        return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid for e in self.events)
+
+    def result(self, sid: int) -> tuple[dict[bytes, bytes], bytes]:
+        """(headers and trailers merged, data) of a finished stream."""
+        self.until(lambda: self.ended(sid))
+        meta: dict[bytes, bytes] = {}
+        data = b""
+        for e in self.events:
+            if getattr(e, "stream_id", None) != sid:
+                continue
+            if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                meta.update(dict(e.headers))
+            elif isinstance(e, h2.events.DataReceived):
+                data += e.data
+        return meta, data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevinitServer]:
+    folder = tmp_path_factory.mktemp("wire") / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    srv = DevinitServer(folder)
+    yield srv
+    srv.stop()
+
+
+def save(client: Client, key: str, value: bytes) -> None:
+    item = api_v1.SaveStateRequest(store_name="statestore", states=[{"key": key, "value": value}])
+    meta, _ = client.result(client.call(SAVE, grpc_message(item)))
+    assert meta[b"grpc-status"] == b"0", meta
+
+
+def get(client: Client, key: str, extra: list[tuple[str, str]] | None = None) -> tuple[dict[bytes, bytes], bytes]:
+    return client.result(client.call(GET, grpc_message(api_v1.GetStateRequest(store_name="statestore", key=key)), extra))
+
+
+def test_settings_and_ping_are_acknowledged(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    c.conn.ping(b"12345678")
+    c.flush()
+    c.until(lambda: any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == b"12345678" for e in c.events))
+    assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in c.events)
+    remote = c.conn.remote_settings
+    assert remote.max_concurrent_streams == 256 and remote.initial_window_size == 1 << 20
+    c.close()
+
+
+def test_a_response_larger_than_the_window_waits_for_window_updates(server: DevinitServer) -> None:
+    value = os.urandom(200_000)
+    c = Client(server.grpc_port, window=1000)
+    save(c, "big", value)
+    sid = c.call(GET, grpc_message(api_v1.GetStateRequest(store_name="statestore", key="big")))
+    # Without WINDOW_UPDATE from us, the server sends at most the stream's 1,000 bytes.
+    c.until(lambda: any(isinstance(e, h2.events.DataReceived) for e in c.events), ack=False)
+    for _ in range(5):
+        c.read(0.1, ack=False)
+    got = sum(len(e.data) for e in c.events if isinstance(e, h2.events.DataReceived) and e.stream_id == sid)
+    assert 0 < got <= 1000 and not c.ended(sid)
+    for e in c.events:
+        if isinstance(e, h2.events.DataReceived):
+            c.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+    c.flush()
+    meta, data = c.result(sid)
+    assert meta[b"grpc-status"] == b"0"
+    assert api_v1.GetStateResponse.FromString(data[5:]).data == value
+    c.close()
+
+
+def test_a_header_block_split_over_continuation_frames(server: DevinitServer) -> None:
+    """HEADERS + CONTINUATION, written by hand (h2 never splits under our 1 MiB frame size)."""
+    c = Client(server.grpc_port)
+    c.until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events))
+    save(c, "cont", b"v")
+    block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", GET), (":authority", "x"),
+                                    ("content-type", "application/grpc"), ("x-pad", "p" * 3000)])
+    sid = 101
+    parts = [block[i : i + 1000] for i in range(0, len(block), 1000)]
+    frames = [_frame(1, 0, sid, parts[0])] + [_frame(9, 0x4 if i == len(parts) - 1 else 0, sid, p) for i, p in enumerate(parts[1:], 1)]
+    body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="cont"))
+    raw = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
+    raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"") + b"".join(frames) + _frame(0, 0x1, sid, body))
+    got = _read_until(raw, b"grpc-status")
+    assert b"application/grpc" in got and b"\x01v" in got  # GetStateResponse.data = "v"
+    raw.close()
+    c.close()
+
+
+def test_a_bad_preface_is_goaway_and_closed(server: DevinitServer) -> None:
+    raw = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
+    raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = _read_until(raw, None)
+    frames = _frames(got)
+    goaway = [p for t, _, _, p in frames if t == 7]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1  # PROTOCOL_ERROR
+    raw.close()
+
+
+def test_oversized_and_compressed_messages_are_refused_and_the_connection_goes_on(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    big = api_v1.SaveStateRequest(store_name="statestore", states=[{"key": "huge", "value": b"x" * (4 * 1024 * 1024 + 10)}])
+    meta, _ = c.result(c.call(SAVE, grpc_message(big)))
+    assert meta[b"grpc-status"] == b"8" and b"MiB" in meta[b"grpc-message"]  # RESOURCE_EXHAUSTED
+    meta, _ = c.result(c.call(GET, grpc_message(api_v1.GetStateRequest(store_name="statestore", key="k"), compressed=True)))
+    assert meta[b"grpc-status"] == b"12"  # UNIMPLEMENTED
+    meta, _ = c.result(c.call(GET, b"\0\0\0\0\x09abc"))  # a length prefix that lies
+    assert meta[b"grpc-status"] == b"13"
+    save(c, "after", b"ok")
+    assert get(c, "after")[0][b"grpc-status"] == b"0"
+    c.close()
+
+
+def test_a_streaming_call_is_answered_at_its_headers_and_reset(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    sid = c.headers("/dapr.proto.runtime.v1.Dapr/SubscribeTopicEventsAlpha1")  # client stream left open
+    c.until(lambda: c.ended(sid))
+    meta, _ = c.result(sid)
+    assert meta[b"grpc-status"] == b"12" and b"not implemented" in meta[b"grpc-message"]
+    assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == sid and e.error_code == 0 for e in c.events)
+    save(c, "s", b"1")  # the connection goes on
+    c.close()
+
+
+def test_too_many_open_streams_are_refused(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    c.until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events))
+    c.conn.remote_settings.max_concurrent_streams = 1000  # h2 would stop us at the server's 256 itself
+    c.conn.remote_settings.acknowledge()
+    sids = [c.headers(GET) for _ in range(257)]  # none ends: all stay open
+    c.until(lambda: c.ended(sids[-1]))
+    reset = [e for e in c.events if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in reset] == [(sids[-1], 7)]  # REFUSED_STREAM
+    c.close()
+
+
+def test_grpc_timeout_and_client_reset_with_a_frozen_store(tmp_path: Path) -> None:
+    rs = RedisServer(tmp_path / "redis")
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.redis", {"redisHost": rs.host, "readTimeout": "30s"})
+    srv = DevinitServer(folder)
+    c = Client(srv.grpc_port)
+    try:
+        save(c, "k", b"v")
+        os.kill(rs.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            meta, _ = get(c, "k", [("grpc-timeout", "300m")])
+            assert meta[b"grpc-status"] == b"4", meta  # DEADLINE_EXCEEDED, from the server itself
+            assert time.monotonic() - t0 < 5
+            sid = c.call(GET, grpc_message(api_v1.GetStateRequest(store_name="statestore", key="k")))
+            time.sleep(0.2)
+            c.conn.reset_stream(sid)  # the client gives up
+            c.flush()
+        finally:
+            os.kill(rs.proc.pid, signal.SIGCONT)
+        meta, data = get(c, "k")  # same connection, store back
+        assert meta[b"grpc-status"] == b"0" and api_v1.GetStateResponse.FromString(data[5:]).data == b"v"
+        assert "Traceback" not in srv.log()
+    finally:
+        c.close()
+        srv.stop()
+        rs.stop()
+
+
+# -- raw frames -------------------------------------------------------------------------
+
+
+def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out = []
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        out.append((data[3], data[4], int.from_bytes(data[5:9], "big"), data[9 : 9 + n]))
+        data = data[9 + n :]
+    return out
+
+
+def _read_until(sock: socket.socket, marker: bytes | None, timeout: float = 10.0) -> bytes:
+    """Read until ``marker`` appears (None: until the server closes)."""
+    sock.settimeout(timeout)
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+        if marker is not None and marker in got:
+            break
+    return got
