@@ -3,10 +3,9 @@
 - ``rmw``: read-modify-write increments on one hot key with first-write + etag (contention),
   counting conflicts and retries and checking that no increment was lost;
 - ``redis_direct``: redis-py (asyncio, hiredis) doing devinit's operation straight on Redis,
-  the ceiling for what a Python process can get out of redis-py;
-- ``grpc_get``: GetState over gRPC with dapr's protobuf stubs (used once the server has gRPC).
+  the ceiling for what a Python process can get out of redis-py.
 
-They are Python asyncio loops on the same 2 cores as the server, so their own cost is part of
+(gRPC is driven by h2load: loadgen.h2load_grpc.) They are Python asyncio loops on the same 2 cores as the server, so their own cost is part of
 what they measure; the report says which client measured what.
 """
 
@@ -234,38 +233,3 @@ def redis_direct(port: int, op: str, duration: float, concurrency: int = 32) -> 
         parser = "pure-Python parser"
     return _measure(lat, errors, seconds, f"redis-py asyncio, {concurrency} tasks, {parser}")
 
-
-# -- gRPC (enabled when the server's gRPC port answers) ------------------------------------
-
-
-async def _grpc_get(port: int, store: str, key: str, duration: float, concurrency: int, rate: float | None) -> tuple[list[float], int, float]:
-    import grpc
-    from dapr.proto.common.v1 import common_pb2
-    from dapr.proto.runtime.v1 import dapr_pb2_grpc
-
-    try:  # newer dapr SDKs keep the state messages in their own module
-        from dapr.proto.runtime.v1 import state_pb2 as messages
-    except ImportError:
-        from dapr.proto.runtime.v1 import dapr_pb2 as messages
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = dapr_pb2_grpc.DaprStub(channel)
-        value = b'"' + b"v" * 1022 + b'"'
-        await stub.SaveState(messages.SaveStateRequest(store_name=store, states=[common_pb2.StateItem(key=key, value=value)]))
-        request = messages.GetStateRequest(store_name=store, key=key)
-        t0 = time.perf_counter()
-        lat, errors = await _closed_loop(lambda: stub.GetState(request), duration, concurrency, rate)
-        return lat, errors, time.perf_counter() - t0
-
-
-def grpc_get(
-    port: int, duration: float, concurrency: int = 32, store: str = "statestore", key: str = "bench-grpc", rate: float | None = None
-) -> Measure:
-    """GetState of a 1 KB value over gRPC from a grpc.aio client: flat out, or paced to ``rate``.
-
-    The client is Python on the same cores, so its own cost is in the figures: flat out it is
-    likely the bottleneck, and paced latencies include its per-call overhead.
-    """
-    lat, errors, seconds = _run(_grpc_get(port, store, key, duration, concurrency, rate))
-    how = f"paced {rate:g}/s" if rate else "closed loop"
-    return _measure(lat, errors, seconds, f"grpc.aio client, {concurrency} tasks, one channel, {how}", target_rate=rate)

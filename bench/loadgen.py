@@ -1,5 +1,6 @@
 """External load generators: wrk (throughput, and fixed-rate latency through a Lua pacer),
-redis-benchmark (the Redis ceiling), and hey (an optional cross-check of fixed-rate latency).
+h2load (gRPC over HTTP/2: throughput, and fixed-rate latency), redis-benchmark (the Redis
+ceiling), and hey (an optional cross-check of fixed-rate latency).
 
 Every function returns a ``Measure``: requests per second, latency percentiles in ms, errors.
 """
@@ -72,6 +73,113 @@ def wrk(
         duration_s=seconds,
         tool=f"wrk -t{threads} -c{connections}" + (f" paced {rate:g}/s" if rate else ""),
         extra={"latency_us": lat, "errors": s["errors"], "target_rate": rate},
+    )
+
+
+def grpc_body(message: Any) -> bytes:
+    """A protobuf message as one gRPC request body (uncompressed, length-prefixed)."""
+    data = message.SerializeToString()
+    return b"\0" + len(data).to_bytes(4, "big") + data
+
+
+def _h2load_argv(url: str, body_file: Path, connections: int) -> list[str]:
+    return ["h2load", "-c", str(connections), "-m", "1", "-t", "1", "-d", str(body_file),
+            "-H", "content-type: application/grpc", "-H", "te: trailers", url]
+
+
+def _h2load_summary(stdout: str) -> tuple[int, int, int]:
+    """(requests succeeded, requests failed or errored, bytes of DATA) from h2load's summary."""
+    ok = failed = data = 0
+    for line in stdout.splitlines():
+        if line.startswith("requests:"):
+            fields = dict((v, int(k)) for k, v in (part.strip().split(" ", 1) for part in line[9:].split(",")) if k.isdigit())
+            ok, failed = fields.get("succeeded", 0), fields.get("failed", 0) + fields.get("errored", 0) + fields.get("timeout", 0)
+        elif line.startswith("traffic:"):
+            data = int(line.split(",")[-1].split("(")[1].split(")")[0]) if "(" in line.split(",")[-1] else 0
+    return ok, failed, data
+
+
+def h2load_grpc(url: str, body: bytes, duration: float, connections: int = 32, expect_bytes: int = 0) -> Measure:
+    """gRPC calls flat out with h2load (nghttp2-client): ``connections`` connections, one call
+    in flight on each, for ``duration`` seconds. h2load counts HTTP status only (a gRPC error
+    is HTTP 200 too): a run whose answers average fewer than ``expect_bytes`` of DATA counts
+    every call as an error."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        body_file = Path(tmp) / "body"
+        body_file.write_bytes(body)
+        log_file = Path(tmp) / "log"
+        argv = _h2load_argv(url, body_file, connections)
+        argv[1:1] = ["-D", str(max(1, round(duration))), f"--log-file={log_file}"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        ok, failed, data = _h2load_summary(out.stdout)
+        times = sorted(int(ln.split("\t")[2]) / 1000 for ln in log_file.read_text().splitlines() if ln.count("\t") >= 2)
+    if not ok:
+        raise RuntimeError(f"h2load got no answers (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+    per_answer = data / ok
+    if per_answer < expect_bytes:
+        failed, ok = failed + ok, 0
+    return Measure(
+        rps=ok / duration,
+        p50_ms=percentile(times, 50),
+        p99_ms=percentile(times, 99),
+        requests=ok,
+        errors=failed,
+        duration_s=duration,
+        tool=f"h2load -c{connections} -m1 (gRPC)",
+        extra={"data_bytes_per_answer": round(per_answer, 1)},
+    )
+
+
+def h2load_grpc_paced(
+    url: str, body: bytes, duration: float, rate: float, connections: int = 16, expect_bytes: int = 0, warmup: float = 1.0
+) -> Measure:
+    """gRPC calls at a fixed total ``rate`` over ``connections`` connections: one h2load process
+    per connection (``--rps rate/connections``), started one after another. One h2load process
+    with many connections would fire them all on the same tick (bursts of ``connections``
+    calls, as hey does); separate processes spread their phases. The calls of the first
+    ``warmup`` seconds (the processes still starting, connections being set up) are left out."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        body_file = Path(tmp) / "body"
+        body_file.write_bytes(body)
+        procs = []
+        gap = 1.0 / rate  # start each connection one call apart: their ticks interleave
+        for i in range(connections):
+            argv = _h2load_argv(url, body_file, 1)
+            argv[1:1] = ["-D", str(max(1, round(duration + warmup))), "--rps", f"{rate / connections:g}", f"--log-file={Path(tmp) / f'log{i}'}"]
+            t_next = time.monotonic() + gap
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            time.sleep(max(0.0, t_next - time.monotonic()))
+        ok = failed = data = 0
+        for proc in procs:
+            stdout, _ = proc.communicate(timeout=duration + 60)
+            o, f, d = _h2load_summary(stdout)
+            ok, failed, data = ok + o, failed + f, data + d
+        rows = [
+            (int(f[0]), int(f[2]))
+            for i in range(connections)
+            for f in (ln.split("\t") for ln in (Path(tmp) / f"log{i}").read_text().splitlines())
+            if len(f) >= 3
+        ]
+    if not ok or not rows:
+        raise RuntimeError("h2load got no answers at the fixed rate")
+    first = min(t for t, _ in rows)
+    times = sorted(us / 1000 for t, us in rows if t - first >= warmup * 1e6)
+    per_answer = data / ok
+    if per_answer < expect_bytes:
+        failed, ok = failed + ok, 0
+    return Measure(
+        rps=len(times) / duration,
+        p50_ms=percentile(times, 50),
+        p99_ms=percentile(times, 99),
+        requests=ok,
+        errors=failed,
+        duration_s=duration,
+        tool=f"h2load x{connections} processes, -c1 --rps {rate / connections:g} each (gRPC; first {warmup:g} s left out)",
+        extra={"target_rate": rate, "data_bytes_per_answer": round(per_answer, 1), "calls_measured": len(times)},
     )
 
 

@@ -28,6 +28,7 @@ TOOLS = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "redis-cli": "redis-tools",
+    "h2load": "nghttp2-client",
 }
 OPTIONAL_TOOLS = {"hey": "hey", "granian": "(pip) granian", "py-spy": "(pip) py-spy"}
 

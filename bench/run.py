@@ -26,9 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dapr.proto import api_v1
+
 from bench import cli_timing, clients, loadgen, report
 from bench.loadgen import Measure
-from bench.procs import BARE_STACKS, ROOT, RssSampler, check_tools, have_granian, port_answers, rss_kib, start_bare, start_devinit, start_redis
+from bench.procs import BARE_STACKS, ROOT, RssSampler, check_tools, have_granian, rss_kib, start_bare, start_devinit, start_redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STORES = ("memory", "sqlite", "redis")
@@ -140,11 +142,17 @@ def measure_store(kind: str, workdir: Path, redis_port: int | None, a: argparse.
                 h = loadgen.hey(get_url, a.rate_duration, a.rate, a.rate_connections)
                 if h is not None:
                     results[f"GET @{a.rate:g}/s (hey, bursty)"] = h
-            if port_answers(srv.grpc_port):
-                results["gRPC GET"] = clients.grpc_get(srv.grpc_port, a.duration, a.connections)
-                results[f"gRPC GET @{a.rate:g}/s"] = clients.grpc_get(srv.grpc_port, a.rate_duration, a.rate_connections, rate=a.rate)
-            else:
-                results["gRPC GET"] = {"skipped": f"nothing answers on the gRPC port {srv.grpc_port}: this server has no gRPC front end yet"}
+            # gRPC GetState of the same 1 KB item, driven by h2load (external, like wrk for HTTP)
+            get_grpc = f"http://127.0.0.1:{srv.grpc_port}/dapr.proto.runtime.v1.Dapr/GetState"
+            body = loadgen.grpc_body(api_v1.GetStateRequest(store_name="statestore", key=GET_KEY))
+            expect = len(VALUE_1K)  # an answer without the item's bytes (an error status) is an error
+            loadgen.h2load_grpc(get_grpc, body, 1, a.connections)  # warm-up
+            results["gRPC GET"] = loadgen.h2load_grpc(get_grpc, body, a.duration, a.connections, expect)
+            results[f"gRPC GET @{a.rate:g}/s"] = loadgen.h2load_grpc_paced(get_grpc, body, a.rate_duration, a.rate, a.rate_connections, expect)
+            if kind == "memory":
+                missing = loadgen.grpc_body(api_v1.GetStateRequest(store_name="statestore", key="bench-missing"))
+                results[f"gRPC GET missing key @{a.rate:g}/s"] = loadgen.h2load_grpc_paced(
+                    get_grpc, missing, a.rate_duration, a.rate, a.rate_connections)
         results["rss_kib"] = {"idle": idle, "loaded_peak": rss.peak}
         if not srv.proc.alive():
             raise RuntimeError(f"devinit serve ({kind}) died under load:\n{srv.proc.log_tail()}")
