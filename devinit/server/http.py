@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -101,6 +102,10 @@ def _json(body: Any) -> Response:
     return 200, _JSON, orjson.dumps(body)
 
 
+async def _answer(response: Response) -> Response:
+    return response
+
+
 def _not_found(req: Request) -> ApiError:
     return ApiError("ERR_NOT_FOUND", f"no route {req.method} {req.path.decode('latin-1')}", 404, "NOT_FOUND")
 
@@ -122,11 +127,12 @@ class HttpApp:
         except ApiError as e:
             return error_response(e.http_status, e.message, e.error_code)
 
-    async def _route(self, req: Request) -> Response:
+    def _route(self, req: Request) -> Awaitable[Response]:
+        """The handler coroutine for ``req`` (not awaited here: one coroutine less per request)."""
         path, method = req.path, req.method
         if path.startswith(b"/v1.0/healthz"):
             if path in (b"/v1.0/healthz", b"/v1.0/healthz/outbound") and method in ("GET", "HEAD"):
-                return _NO_CONTENT
+                return _answer(_NO_CONTENT)
             raise _not_found(req)
         if self.token is not None:
             check_token(self.token, req.headers.get(b"dapr-api-token"))
@@ -137,22 +143,22 @@ class HttpApp:
                 raise malformed("the store name is missing from the URL: /v1.0/state/<store>")
             if not rest:
                 if method in _WRITE:
-                    return await self._save(name, req)
+                    return self._save(name, req)
             elif method == "GET":
-                return await self._get(name, _segment(rest, "key"), req)
+                return self._get(name, _segment(rest, "key"), req)
             elif method == "DELETE":
-                return await self._delete(name, _segment(rest, "key"), req)
+                return self._delete(name, _segment(rest, "key"), req)
             elif method in _WRITE and rest == b"bulk":
-                return await self._bulk(name, req)
+                return self._bulk(name, req)
             elif method in _WRITE and rest == b"transaction":
-                return await self._transaction(name, req)
+                return self._transaction(name, req)
             raise _not_allowed(req)
         if path.startswith(_QUERY) and path.endswith(b"/query"):
             if method not in _WRITE:
                 raise _not_allowed(req)
-            return await self._query(_segment(path[len(_QUERY) : -6], "store name"), req)
+            return self._query(_segment(path[len(_QUERY) : -6], "store name"), req)
         if path == b"/v1.0/metadata" and method == "GET":
-            return _json(self.runtime.metadata())
+            return _answer(_json(self.runtime.metadata()))
         raise _not_found(req)
 
     # -- handlers ----------------------------------------------------------------------

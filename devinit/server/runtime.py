@@ -308,16 +308,20 @@ class Runtime:
             # A task of its own: the front ends run handlers without one (drive.Driven), and
             # asyncio.timeout (and a driver's own waits, e.g. psycopg's) need a current task.
             return await asyncio.ensure_future(_deadline(awaitable, self.store_timeout))
-        except EtagMismatch as e:
-            raise self._mismatch(entry, code, e.keys) from None
-        except StoreError as e:
+        except (EtagMismatch, StoreError, TimeoutError) as e:
+            raise self._failed(entry, code, e) from None
+
+    def _failed(self, entry: StoreEntry, code: str, e: Exception) -> ApiError:
+        """The API error for a store call that failed (the one mapping of store failures)."""
+        if isinstance(e, EtagMismatch):
+            return self._mismatch(entry, code, e.keys)
+        if isinstance(e, StoreError):
             log.warning("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
-            self.monitor.mark(entry.spec.name, "down", str(e))
-            raise ApiError(code, str(e), 500, "INTERNAL") from None
-        except TimeoutError:
+            message = str(e)
+        else:
             message = f"state store {entry.spec.name!r} did not answer within {self.store_timeout:g}s"
-            self.monitor.mark(entry.spec.name, "down", message)
-            raise ApiError(code, message, 500, "INTERNAL") from None
+        self.monitor.mark(entry.spec.name, "down", message)
+        return ApiError(code, message, 500, "INTERNAL")
 
     # -- the operations ----------------------------------------------------------------
 
@@ -325,8 +329,13 @@ class Runtime:
         """GET one key."""
         entry = self.entry(store)
         full = self.full_key(entry, key)
-        strong = _option(consistency, CONSISTENCY, "consistency") == "strong"
-        return await self._call(entry, "ERR_STATE_GET", entry.store.get(full, strong))
+        strong = consistency is not None and _option(consistency, CONSISTENCY, "consistency") == "strong"
+        if not entry.store.bounded:
+            return await self._call(entry, "ERR_STATE_GET", entry.store.get(full, strong))
+        try:  # the hot path, without _call's coroutine in between
+            return await entry.store.get(full, strong)
+        except (EtagMismatch, StoreError) as e:
+            raise self._failed(entry, "ERR_STATE_GET", e) from None
 
     async def bulk_get(self, store: str, keys: Any) -> list[tuple[str, StoredItem | None]]:
         """GET many keys; answers in the order given."""

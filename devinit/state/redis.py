@@ -229,8 +229,11 @@ class RedisStore(Store):
         return StoredItem(data or b"", version.decode(), time.time() + pttl / 1000 if pttl > 0 else None)
 
     async def get(self, key: str, strong: bool = False) -> StoredItem | None:
-        try:  # the hot path: one command, no batch bookkeeping
-            reply = await self._next_lane().one((b"EVALSHA", _GET_SCRIPT.sha, 1, key))
+        lane = self._next_lane()
+        command = (b"EVALSHA", _GET_SCRIPT.sha, 1, key)
+        try:  # the hot path: one command, no batch bookkeeping, no coroutine when connected
+            sent = lane.send_now(command)
+            reply = await (sent if sent is not None else lane.one(command))
         except RedisFailure as e:
             raise self._error("get", e) from None
         if isinstance(reply, ReplyError):

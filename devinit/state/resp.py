@@ -250,6 +250,13 @@ class Lane:
             conn = await self._connection()
         return await self._wait(conn, conn.send(commands))
 
+    def send_now(self, command: tuple[Any, ...]) -> asyncio.Future[Any] | None:
+        """Send one command on the connection if it is up (its reply's future), else None."""
+        conn = self._conn
+        if conn is not None and conn.transport is not None and conn.lost is None:
+            return conn.send_one(command)
+        return None
+
     async def one(self, command: tuple[Any, ...]) -> Any:
         """Send one command; its reply. The hot path: no lists, one future."""
         conn = self._conn
