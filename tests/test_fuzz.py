@@ -345,3 +345,14 @@ def test_store_matches_the_model(kind: str, request: pytest.FixtureRequest):
         machine,
         settings=settings(FUZZ, max_examples=40, stateful_step_count=25),
     )
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_redis_get_command_packed_by_hand_matches_hiredis(key: str) -> None:
+    """The Redis GET hot path packs its EVALSHA itself (state/resp.Script.pack_one_key)."""
+    import hiredis
+
+    from devinit.state.redis import _GET_SCRIPT
+
+    assert _GET_SCRIPT.pack_one_key(key) == hiredis.pack_command(_GET_SCRIPT.call((key,), ()))

@@ -230,7 +230,7 @@ class RedisStore(Store):
 
     async def get(self, key: str, strong: bool = False) -> StoredItem | None:
         lane = self._next_lane()
-        command = (b"EVALSHA", _GET_SCRIPT.sha, 1, key)
+        command = _GET_SCRIPT.pack_one_key(key)
         try:  # the hot path: one command, no batch bookkeeping, no coroutine when connected
             sent = lane.send_now(command)
             reply = await (sent if sent is not None else lane.one(command))

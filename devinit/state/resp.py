@@ -40,9 +40,15 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
+        self._one_key = b"*4\r\n$7\r\nEVALSHA\r\n$40\r\n" + self.sha + b"\r\n$1\r\n1\r\n"
 
     def call(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
         return (b"EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def pack_one_key(self, key: str) -> bytes:
+        """``call((key,), ())`` already in RESP (hiredis.pack_command costs ~1 us; this ~0.2)."""
+        data = key.encode()
+        return self._one_key + b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 class _Connection(asyncio.Protocol):
@@ -113,9 +119,10 @@ class _Connection(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         return futures
 
-    def send_one(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send_one(self, command: tuple[Any, ...] | bytes) -> asyncio.Future[Any]:
+        """One command (a tuple, or already packed in RESP); its reply's future."""
         fut = self.loop.create_future()
-        self.out.append(hiredis.pack_command(command))
+        self.out.append(command if isinstance(command, bytes) else hiredis.pack_command(command))
         self.waiters.append((fut, self.loop.time()))
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -250,14 +257,14 @@ class Lane:
             conn = await self._connection()
         return await self._wait(conn, conn.send(commands))
 
-    def send_now(self, command: tuple[Any, ...]) -> asyncio.Future[Any] | None:
+    def send_now(self, command: tuple[Any, ...] | bytes) -> asyncio.Future[Any] | None:
         """Send one command on the connection if it is up (its reply's future), else None."""
         conn = self._conn
         if conn is not None and conn.transport is not None and conn.lost is None:
             return conn.send_one(command)
         return None
 
-    async def one(self, command: tuple[Any, ...]) -> Any:
+    async def one(self, command: tuple[Any, ...] | bytes) -> Any:
         """Send one command; its reply. The hot path: no lists, one future."""
         conn = self._conn
         if conn is None or not conn.usable:
