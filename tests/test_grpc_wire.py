@@ -254,6 +254,13 @@ def test_grpc_timeout_and_client_reset_with_a_frozen_store(tmp_path: Path) -> No
             time.sleep(0.2)
             c.conn.reset_stream(sid)  # the client gives up
             c.flush()
+            # DATA after the client's END_STREAM, on a call still waiting for the store
+            raw = _connect(srv.grpc_port)
+            body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="k"))
+            raw.sendall(_frame(1, 0x4, 1, _request_block(hpack.Encoder())) + _frame(0, 0x1, 1, body) + _frame(0, 0, 1, b"more"))
+            reset = (4).to_bytes(3, "big") + bytes((3, 0)) + (1).to_bytes(4, "big") + (5).to_bytes(4, "big")
+            assert reset in _read_until(raw, reset, timeout=5)  # RST_STREAM(STREAM_CLOSED)
+            raw.close()
         finally:
             os.kill(rs.proc.pid, signal.SIGCONT)
         meta, data = get(c, "k")  # same connection, store back
@@ -287,10 +294,150 @@ def _read_until(sock: socket.socket, marker: bytes | None, timeout: float = 10.0
     got = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
         if not chunk:
             break
         got += chunk
         if marker is not None and marker in got:
             break
     return got
+
+
+# -- hostile or unusual clients (found in review) --------------------------------------------
+
+
+def _connect(port: int) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
+    return raw
+
+
+def _request_block(encoder: hpack.Encoder, path: str = GET, extra: list[tuple[str, str]] | None = None) -> bytes:
+    return encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
+                           ("content-type", "application/grpc"), *(extra or [])])
+
+
+def test_a_flood_of_empty_continuation_frames_is_a_connection_error(server: DevinitServer) -> None:
+    raw = _connect(server.grpc_port)
+    block = _request_block(hpack.Encoder())
+    raw.sendall(_frame(1, 0, 1, block) + _frame(9, 0, 1, b"") * 5000)
+    t0 = time.monotonic()
+    frames = _frames(_read_until(raw, None))
+    goaway = [p for t, _, _, p in frames if t == 7]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames  # PROTOCOL_ERROR, connection closed
+    assert time.monotonic() - t0 < 5
+    raw.close()
+    c = Client(server.grpc_port)  # the server goes on
+    save(c, "after-flood", b"1")
+    c.close()
+
+
+def test_a_header_table_size_update_is_never_skipped(server: DevinitServer) -> None:
+    """Blocks that resize the HPACK table must be decoded every time (not served from the memo
+    of unchanged blocks), or the server's table drifts from the client's."""
+    c = Client(server.grpc_port)
+    save(c, "resize", b"r")
+    c.close()
+    raw = _connect(server.grpc_port)
+    enc = hpack.Encoder()
+    body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="resize"))
+    plain = _request_block(enc)
+
+    def size_update(n: int) -> bytes:
+        out = bytearray([0x20 | min(n, 31)]) if n < 31 else bytearray([0x3F])
+        if n >= 31:
+            rest = n - 31
+            while rest >= 128:
+                out.append(rest & 0x7F | 0x80)
+                rest >>= 7
+            out.append(rest)
+        return bytes(out)
+
+    blocks = [size_update(4096) + plain, size_update(100) + plain, size_update(4096) + plain]
+    # then a header added to the (4096-byte) table and referred to by index in the next call
+    big = b"\x40" + bytes([5]) + b"x-big" + bytes([0x7F, 200 - 127]) + b"v" * 200
+    blocks += [plain + big, plain + b"\xbe"]
+    sid = 1
+    for block in blocks:
+        raw.sendall(_frame(1, 0x4, sid, block) + _frame(0, 0x1, sid, body))
+        got = _read_until(raw, b"grpc-status")
+        frames = _frames(got)
+        assert not [p for t, _, _, p in frames if t == 7], f"GOAWAY on stream {sid}: {frames}"
+        assert any(t == 0 and s == sid for t, _, s, _ in frames), frames  # DATA: the item came back
+        sid += 2
+    raw.close()
+
+
+def test_the_deadline_counts_from_the_headers(server: DevinitServer) -> None:
+    """A call whose message never arrives still ends at its grpc-timeout."""
+    raw = _connect(server.grpc_port)
+    raw.sendall(_frame(1, 0x4, 1, _request_block(hpack.Encoder(), extra=[("grpc-timeout", "300m")])))
+    t0 = time.monotonic()
+    got = _read_until(raw, b"grpc-status")
+    assert b"grpc-status\x01\x34" in got  # DEADLINE_EXCEEDED (4)
+    assert time.monotonic() - t0 < 5
+    raw.close()
+
+
+def test_grpc_web_is_refused(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", GET), (":authority", "x"),
+                              ("content-type", "application/grpc-web+proto")], end_stream=True)
+    c.flush()
+    meta, _ = c.result(sid)
+    assert meta[b"grpc-status"] == b"2" and b"gRPC-Web" in meta[b"grpc-message"]
+    c.close()
+
+
+def test_a_long_error_message_is_cut_to_fit_client_metadata_limits(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    meta, _ = get(c, "k" * 3000 + "||")  # refused: the key (quoted in full by the runtime) holds '||'
+    assert meta[b"grpc-status"] == b"3"
+    assert len(meta[b"grpc-message"]) < 8000 and meta[b"grpc-message"].endswith(b"(truncated)")
+    c.close()
+
+
+def test_graceful_stop_says_goaway_first_and_finishes_the_calls_in_flight() -> None:
+    import asyncio
+    import threading
+
+    from devinit.server.grpc_wire import GrpcServer, Reply
+
+    from support import free_port
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    holder: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def slow(call: Any) -> Reply:
+        await asyncio.sleep(0.5)
+        return Reply(message=b"done")
+
+    async def main() -> None:
+        srv = GrpcServer(slow, lambda call: None, "127.0.0.1", port)
+        await srv.start()
+        holder["stop"] = stop = asyncio.Event()
+        started.set()
+        await stop.wait()
+        await srv.stop(grace=5)
+
+    t = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    t.start()
+    assert started.wait(10)
+    raw = _connect(port)
+    raw.sendall(_frame(1, 0x4, 1, _request_block(hpack.Encoder())) + _frame(0, 0x1, 1, b"\0\0\0\0\0"))
+    time.sleep(0.1)
+    loop.call_soon_threadsafe(holder["stop"].set)
+    frames = [(t_, s, p) for t_, _, s, p in _frames(_read_until(raw, None)) if t_ in (0, 1, 7)]
+    t.join(10)
+    raw.close()
+    kinds = [k for k, _, _ in frames]
+    assert kinds == [7, 1, 0, 1, 7], frames  # GOAWAY, answer (HEADERS, DATA, trailers), final GOAWAY
+    assert int.from_bytes(frames[0][2][:4], "big") == 2**31 - 1  # first: no new calls, these go on
+    assert int.from_bytes(frames[-1][2][:4], "big") == 1  # last: stream 1 was the last one served
+    assert frames[2][2] == b"\0\0\0\0\x04done"

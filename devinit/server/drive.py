@@ -50,8 +50,8 @@ class Driven:
             waited._asyncio_future_blocking = False  # type: ignore[union-attr]
             self.waiting = waited  # type: ignore[assignment]
             waited.add_done_callback(self.step)  # type: ignore[union-attr]
-            if self.cancelled:
-                waited.cancel()  # type: ignore[union-attr]
+            if self.cancelled and waited.cancel():  # type: ignore[union-attr]
+                self.cancelled = False  # delivered once, as a Task does
         elif waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next loop turn
             self.loop.call_soon(self.step)
         else:
@@ -59,7 +59,8 @@ class Driven:
             self.done(None, RuntimeError(f"the handler awaited {waited!r}, which is not an asyncio future"))
 
     def cancel(self) -> None:
-        """Cancel the wait in progress: the coroutine sees CancelledError there, as in a Task."""
+        """Cancel the wait in progress (or the next one): the coroutine sees CancelledError
+        there once, as in a Task, and may still await in its clean-up."""
         self.cancelled = True
-        if self.waiting is not None:
-            self.waiting.cancel()
+        if self.waiting is not None and self.waiting.cancel():
+            self.cancelled = False

@@ -17,8 +17,10 @@ as soon as its headers arrive. HTTP/2 as RFC 9113 asks of a server: SETTINGS (ac
 PING, flow control both ways, CONTINUATION, padding, RST_STREAM, GOAWAY; a connection error
 answers GOAWAY with its code and closes. Limits: 4 MiB per request message
 (RESOURCE_EXHAUSTED), ``MAX_STREAMS`` concurrent calls per connection (REFUSED_STREAM past
-it), 64 KiB of request headers. Handlers run without a Task (``drive.Driven``). Graceful
-stop: new calls are UNAVAILABLE, calls in flight finish (bounded), then GOAWAY and close.
+it), 64 KiB of request headers, 32 MiB of unfinished requests per connection, a connection
+resetting over 2,000 calls in 10 s is dropped (ENHANCE_YOUR_CALM). Handlers run without a
+Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls), the calls in flight
+finish (bounded), then the final GOAWAY and close.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import re
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import hpack
@@ -57,12 +60,17 @@ NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x6, 0x7, 0x8, 0x9
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = range(1, 7)
 _MAX_WINDOW = (1 << 31) - 1
+_MAX_DETAIL = 2048  # characters of grpc-message (percent-encoding may triple them)
+_MAX_CONTINUATIONS = 64  # frames per header block (a client needs a handful at most)
+_MAX_BUFFERED = 32 << 20  # request bytes held per connection across its unfinished calls
+_RESETS_PER_10S = 2000  # client resets of calls in progress before the connection is dropped
+ENHANCE_YOUR_CALM, STREAM_CLOSED = 0xB, 0x5
 
 _TIMEOUT = re.compile(rb"(\d{1,8})([HMSmun])")
 _TIMEOUT_UNIT = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
     n = len(payload)
     return bytes((n >> 16 & 0xFF, n >> 8 & 0xFF, n & 0xFF, kind, flags)) + stream_id.to_bytes(4, "big") + payload
 
@@ -148,7 +156,7 @@ class _Stream:
         self.driven: Driven | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.window = window  # what we may still send on it
-        self.pending: list[bytes] = []  # DATA waiting for window, then the trailers frame
+        self.pending: list[Any] | None = None  # [message, bytes sent, trailers] waiting for window
         self.unacked = 0  # received bytes not yet given back with WINDOW_UPDATE
 
 
@@ -170,6 +178,9 @@ class _Protocol(asyncio.Protocol):
         self.peer_max_frame = 16384
         self.unacked = 0  # connection-level received bytes not yet given back
         self.block: tuple[int, int, list[bytes]] | None = None  # HEADERS awaiting CONTINUATION: (stream, flags, parts)
+        self.block_size = 0
+        self.buffered = 0  # request bytes held for calls not yet complete
+        self.resets: list[float] = []  # when the client reset calls in progress (rapid-reset guard)
         self.paused = False
         self.closing = False
 
@@ -204,6 +215,8 @@ class _Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after a connection error: read and dropped until we close
         buf = self.buf
         buf += data
         try:
@@ -254,14 +267,17 @@ class _Protocol(asyncio.Protocol):
                 self._headers(stream_id, flags, payload)
             else:
                 self.block = (stream_id, flags, [payload])
+                self.block_size = 9 + len(payload)
         elif kind == CONTINUATION:
             if self.block is None:
                 raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
-            self.block[2].append(payload)
-            if sum(map(len, self.block[2])) > MAX_HEADER_LIST * 2:
-                raise _ConnectionError(PROTOCOL_ERROR, "the request headers are too large")
+            parts = self.block[2]
+            parts.append(payload)
+            self.block_size += 9 + len(payload)  # frame headers count: empty frames are not free
+            if self.block_size > MAX_HEADER_LIST * 2 or len(parts) > _MAX_CONTINUATIONS:
+                raise _ConnectionError(PROTOCOL_ERROR, "the request headers are too large (or split into too many frames)")
             if flags & END_HEADERS:
-                sid, first_flags, parts = self.block
+                sid, first_flags, _ = self.block
                 self.block = None
                 self._headers(sid, first_flags, b"".join(parts))
         elif kind == SETTINGS:
@@ -279,6 +295,12 @@ class _Protocol(asyncio.Protocol):
             stream = self.streams.pop(stream_id, None)
             if stream is not None:
                 self._drop(stream)
+                if not stream.answered:
+                    now = self.loop.time()
+                    self.resets = [t for t in self.resets if now - t < 10.0]
+                    self.resets.append(now)
+                    if len(self.resets) > _RESETS_PER_10S:
+                        raise _ConnectionError(ENHANCE_YOUR_CALM, "too many calls reset by the client")
         elif kind == GOAWAY:
             pass  # the client opens no more streams; the ones in flight are still answered
         elif kind == PUSH_PROMISE:
@@ -301,6 +323,8 @@ class _Protocol(asyncio.Protocol):
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.window += delta
+                    if stream.window > _MAX_WINDOW:
+                        raise _ConnectionError(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE pushed a stream window over 2^31-1")
             elif key == S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
                     raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
@@ -348,19 +372,30 @@ class _Protocol(asyncio.Protocol):
             if stream_id > self.last_id:
                 raise _ConnectionError(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream already answered or reset: its data is dropped
+        if stream.ended:  # DATA after the client's own END_STREAM
+            self._reset(stream, STREAM_CLOSED)
+            return
         stream.unacked += size
         if stream.unacked >= _STREAM_WINDOW // 2 and not flags & END_STREAM:
             self.out.append(_frame(WINDOW_UPDATE, 0, stream_id, stream.unacked.to_bytes(4, "big")))
             stream.unacked = 0
         if not stream.answered:
-            stream.size += len(payload)
-            if stream.size > MAX_MESSAGE + 5:
-                stream.chunks = []
+            if stream.size + len(payload) > MAX_MESSAGE + 5:
                 self._answer(stream, error(RESOURCE_EXHAUSTED, f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls"))
+            elif self.buffered + len(payload) > _MAX_BUFFERED:
+                self._answer(stream, error(RESOURCE_EXHAUSTED, f"over {_MAX_BUFFERED >> 20} MiB of unfinished requests on this connection: finish (or cancel) some first"))
             else:
                 stream.chunks.append(payload)
+                stream.size += len(payload)
+                self.buffered += len(payload)
         if flags & END_STREAM:
             self._ended(stream)
+
+    def _release(self, stream: _Stream) -> None:
+        """Drop the request bytes held for ``stream`` (answered, started, reset or gone)."""
+        self.buffered -= stream.size
+        stream.size = 0
+        stream.chunks = []
 
     def _headers(self, stream_id: int, flags: int, block: bytes) -> None:
         parsed = self._decode(block)
@@ -384,17 +419,21 @@ class _Protocol(asyncio.Protocol):
             self._reset(stream, REFUSED_STREAM)
             return
         early: Reply | None
-        if self.server.stopping:
-            early = error(UNAVAILABLE, "the server is stopping")
-        elif not content_type.startswith(b"application/grpc"):
-            early = error(UNKNOWN, f"content-type {content_type.decode('latin-1')!r} is not application/grpc")
+        if not (content_type == b"application/grpc" or content_type.startswith((b"application/grpc+", b"application/grpc;"))):
+            early = error(UNKNOWN, f"content-type {content_type.decode('latin-1')!r} is not application/grpc (gRPC-Web is not served)")
         elif metadata.get("grpc-encoding", b"identity") != b"identity":
-            early = error(UNIMPLEMENTED, "compressed messages are not supported: send them uncompressed (identity)")
+            early = error(UNIMPLEMENTED, "compressed messages are not supported: send them uncompressed (identity)",
+                          [(b"grpc-accept-encoding", b"identity")])
         else:
             early = self.server.route(call)
         if early is not None:
             self._answer(stream, early)
-        elif stream.ended:
+            return
+        timeout = metadata.get("grpc-timeout")  # counts from the headers, as the client's does
+        seconds = _timeout(timeout) if timeout is not None else None
+        if seconds is not None:
+            stream.timer = self.loop.call_later(seconds, self._deadline, stream)
+        if stream.ended:
             self._ended(stream)
 
     def _decode(self, block: bytes) -> tuple[str, bytes, dict[str, bytes]]:
@@ -411,6 +450,9 @@ class _Protocol(asyncio.Protocol):
             return cached
         table = self.decoder.header_table.dynamic_entries
         before = (len(table), table[0] if table else None)
+        # a block that starts with a table size update is never remembered: replaying it
+        # from memory would skip the update even when it evicts nothing
+        resizes = bool(block) and block[0] & 0xE0 == 0x20
         headers = self.decoder.decode(block, raw=True)
         path = b""
         content_type = b""
@@ -430,7 +472,7 @@ class _Protocol(asyncio.Protocol):
                     pass
             metadata[key] = value
         parsed = (path.decode("utf-8", "replace"), content_type, metadata)
-        if len(table) != before[0] or (table[0] if table else None) is not before[1]:
+        if resizes or len(table) != before[0] or (table[0] if table else None) is not before[1]:
             self.header_cache.clear()
         elif len(self.header_cache) < 64:
             self.header_cache[block] = parsed
@@ -443,7 +485,7 @@ class _Protocol(asyncio.Protocol):
                 self.streams.pop(stream.id, None)
             return
         body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
-        stream.chunks = []
+        self._release(stream)
         if len(body) < 5 or body[0] > 1 or int.from_bytes(body[1:5], "big") != len(body) - 5:
             self._answer(stream, error(INTERNAL, "a unary call needs exactly one length-prefixed message"))
             return
@@ -453,10 +495,6 @@ class _Protocol(asyncio.Protocol):
         call = stream.call
         assert call is not None
         call.message = body[5:]
-        timeout = call.metadata.get("grpc-timeout")
-        seconds = _timeout(timeout) if timeout is not None else None
-        if seconds is not None:
-            stream.timer = self.loop.call_later(seconds, self._deadline, stream)
         self.server.in_flight += 1
         stream.driven = Driven(self.server.handler(call), lambda reply, exc: self._handled(stream, reply, exc), self.loop)
         stream.driven.step()
@@ -487,6 +525,7 @@ class _Protocol(asyncio.Protocol):
         self._flush()
 
     def _drop(self, stream: _Stream) -> None:
+        self._release(stream)
         if stream.driven is not None:
             stream.driven.cancel()
         if stream.timer is not None:
@@ -496,6 +535,7 @@ class _Protocol(asyncio.Protocol):
 
     def _answer(self, stream: _Stream, reply: Reply) -> None:
         stream.answered = True
+        self._release(stream)
         if self.transport is None:
             return
         if reply.status != OK:  # trailers-only
@@ -504,26 +544,29 @@ class _Protocol(asyncio.Protocol):
             return
         self._headers_out(stream.id, _RESPONSE_HEAD, 0)
         message = b"\0" + len(reply.message).to_bytes(4, "big") + reply.message
-        stream.pending = [message, _OK_TRAILER if not reply.trailers else _trailers(reply)]
+        stream.pending = [message, 0, _OK_TRAILER if not reply.trailers else _trailers(reply)]
         self._send(stream)
 
     def _send(self, stream: _Stream) -> None:
-        """Send ``stream.pending`` as far as the windows allow; the trailers once all data is out."""
-        pending = stream.pending
-        while len(pending) > 1:
-            data = pending[0]
+        """Send ``stream.pending`` as far as the windows allow; the trailers once all data is out.
+
+        ``pending`` is [message, offset, trailers]: the offset moves, the message is never copied
+        whole again (slicing the rest per frame was quadratic in the message size)."""
+        message, offset, trailers = stream.pending
+        view = memoryview(message)
+        end = len(message)
+        while offset < end:
             room = min(stream.window, self.send_window, self.peer_max_frame)
             if room <= 0:
+                stream.pending = [message, offset, trailers]
                 return
-            chunk, rest = data[:room], data[room:]
+            chunk = view[offset : offset + room]
             self.out.append(_frame(DATA, 0, stream.id, chunk))
             stream.window -= len(chunk)
             self.send_window -= len(chunk)
-            if rest:
-                pending[0] = rest
-            else:
-                pending.pop(0)
-        self._headers_out(stream.id, pending.pop(), END_STREAM)
+            offset += len(chunk)
+        stream.pending = None
+        self._headers_out(stream.id, trailers, END_STREAM)
         self._finished(stream)
 
     def _finished(self, stream: _Stream) -> None:
@@ -555,22 +598,32 @@ class _Protocol(asyncio.Protocol):
         self.out.append(_frame(RST_STREAM, 0, stream.id, code.to_bytes(4, "big")))
 
     def _fail(self, code: int, why: str) -> None:
-        """A connection error: GOAWAY with its code, then close."""
+        """A connection error: GOAWAY with its code, end our side, close soon.
+
+        Closing at once with the client's frames still unread would make the kernel answer
+        with a reset, which can destroy the GOAWAY (and its reason) before the client reads it;
+        so the rest of what it sends is read and dropped for a moment first."""
         log.debug("HTTP/2 connection error from a client: %s", why)
         self.closing = True
         self.out.append(_frame(GOAWAY, 0, 0, self.last_id.to_bytes(4, "big") + code.to_bytes(4, "big") + why.encode()[:200]))
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(1.0, transport.close)
+        for stream in self.streams.values():
+            self._drop(stream)
+        self.streams.clear()
 
     def _flush(self) -> None:
         if self.out and self.transport is not None:
             self.transport.write(b"".join(self.out))
         self.out.clear()
 
-    def goaway(self) -> None:
+    def goaway(self, last_stream: int) -> None:
         if self.transport is not None:
-            self.out.append(_frame(GOAWAY, 0, 0, self.last_id.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+            self.out.append(_frame(GOAWAY, 0, 0, last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
             self._flush()
 
 
@@ -585,8 +638,11 @@ def _unpad(payload: bytes) -> bytes:
 
 def _trailers(reply: Reply) -> bytes:
     out = [_literal(b"grpc-status", b"%d" % reply.status)]
-    if reply.detail:
-        out.append(_literal(b"grpc-message", quote(reply.detail, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode("ascii")))
+    detail = reply.detail
+    if len(detail) > _MAX_DETAIL:  # clients refuse metadata over 8-16 KiB: the call would fail unread
+        detail = detail[:_MAX_DETAIL] + "... (truncated)"
+    if detail:
+        out.append(_literal(b"grpc-message", quote(detail, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode("ascii")))
     out += [_literal(name, value) for name, value in reply.trailers]
     return b"".join(out)
 
@@ -609,17 +665,30 @@ class GrpcServer:
         """Bind and listen; raises OSError (e.g. the port is in use)."""
         self._server = await self.loop.create_server(lambda: _Protocol(self), self.host, self.port, backlog=2048)
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Stop listening, let calls in flight finish (new ones are UNAVAILABLE), then say
-        GOAWAY and close."""
+    def begin_stop(self) -> None:
+        """Stop listening and tell every client to open no more calls (GOAWAY with the highest
+        stream id: the calls already on their way are still served). Safe to call twice."""
+        if self.stopping:
+            return
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        for conn in list(self.connections):
+            conn.goaway(_MAX_WINDOW)
+
+    def busy(self) -> bool:
+        """Calls running, or answers still waiting for a client's flow-control window."""
+        return bool(self.in_flight) or any(s.pending for c in self.connections for s in c.streams.values())
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """``begin_stop``, let the calls in flight finish (for ``grace`` seconds at most), then
+        the final GOAWAY (the last stream served) and close."""
+        self.begin_stop()
         deadline = self.loop.time() + grace
-        while self.in_flight and self.loop.time() < deadline:
+        while self.busy() and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
-            conn.goaway()
+            conn.goaway(conn.last_id)
             if conn.transport is not None:
                 conn.transport.close()
         if self._server is not None:

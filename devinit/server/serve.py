@@ -75,7 +75,11 @@ async def serve_async(opts: ServeOptions) -> int:
         # stalls in the fixed-rate latency runs of bench/).
         gc.collect()
         gc.freeze()
-        with _stop_on_signals(server.stop):
+        def stop() -> None:  # both front ends stop taking work at once, then drain
+            server.stop()
+            grpc_server.begin_stop()
+
+        with _stop_on_signals(stop):
             await server.serve()
         return 0
     finally:
