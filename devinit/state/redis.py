@@ -116,7 +116,10 @@ return {}
 log = logging.getLogger("devinit.state.redis")
 _GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT = (Script(x) for x in (_GET, _SET, _DELETE, _TRANSACT))
 SCRIPTS = (_GET_SCRIPT, _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT)
-LANES = 2  # shared connections for reads and eventual writes (measured: 2 beat 1, 4 no better)
+# Connections for reads and eventual writes. Measured (bench/, wrk -c32 GET and save): once
+# handlers ran without a Task, 1 beat 2 by ~7% in rps and ~5% in CPU per request (one write and
+# one read per loop turn instead of two); before, 2 had beaten 1.
+LANES = 1
 # Strong writes: WAITAOF/WAIT holds a connection until Redis confirms (up to a second with
 # appendfsync everysec), so they spread over lanes of their own instead of queueing on one.
 STRONG_LANES = 4
