@@ -5,8 +5,8 @@ is also the etag), exactly as Dapr's Redis store keeps it, so a Dapr sidecar and
 share one Redis. Every check-and-write is one Lua script, atomic in the server, so several
 devinit processes never lose an update. TTLs are Redis expiries on the hash.
 
-Connections (``resp.Lane``): a few connections shared by all requests, whose commands go out
-together once per event-loop turn; strong writes use a lane of their own, because the
+Connections (``resp.Lane``): one connection shared by all reads and eventual writes, whose
+commands go out together once per event-loop turn; strong writes use lanes of their own, as the
 ``WAITAOF`` (Redis >= 7.2 with AOF on) or ``WAIT`` (replicas connected) sent right after them
 holds that connection until Redis confirms durability. Without either, Redis' own AOF policy
 is all there is.
