@@ -1,9 +1,9 @@
 """The gRPC front end: the state RPCs of ``dapr.proto.runtime.v1.Dapr``, on ``grpc_wire``.
 
 The messages come from the generated stubs shipped in the ``dapr`` package (no .proto files
-here); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the state RPCs and GetMetadata are implemented; every
-other RPC of the service answers UNIMPLEMENTED, saying so. As in the HTTP
-front end, every rule that is not about the wire is the runtime's: this module turns
+here); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the
+state RPCs and GetMetadata are implemented; every other RPC of the service answers
+UNIMPLEMENTED, saying so. As in the HTTP front end, every rule that is not about the wire is the runtime's: this module turns
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
 gRPC status in one place (``DaprServicer.__call__``).
 
@@ -54,13 +54,6 @@ _ERROR_INFO_REASON = {
 }
 
 SERVICE = "dapr.proto.runtime.v1.Dapr"
-#: gRPC status codes by name (ApiError.grpc_code holds the name)
-STATUS_CODES = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-    "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-    "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
-}
 
 
 def _status_trailer(err: ApiError, code: int, app_id: str | None) -> list[tuple[bytes, bytes]]:
@@ -161,7 +154,7 @@ class DaprServicer:
         try:
             response = await method(request)
         except ApiError as e:
-            code = STATUS_CODES[e.grpc_code]
+            code = grpc_wire.STATUS_CODES[e.grpc_code]  # ApiError.grpc_code holds the name
             return grpc_wire.error(code, e.message, _status_trailer(e, code, self.runtime.app_id))
         return Reply(message=response.SerializeToString())
 

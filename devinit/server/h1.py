@@ -189,7 +189,8 @@ class _Protocol(asyncio.Protocol):
         """Answer the queued requests in order, one at a time.
 
         Handlers run without a Task (``drive.Driven``). A loop, not recursion: a handler that
-        answers at once (the in-memory store) finishes inside ``step()``, and a long pipeline answered that way must not grow the stack.
+        answers at once (the in-memory store) finishes inside ``step()``, and a long pipeline
+        answered that way must not grow the stack.
         """
         if self.pumping:
             return  # a request finished inside the loop below: it goes on from there

@@ -11,8 +11,8 @@ import base64
 import json
 import logging
 import re
-from datetime import datetime, timezone
 from collections.abc import Awaitable
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
