@@ -82,9 +82,36 @@ def grpc_body(message: Any) -> bytes:
     return b"\0" + len(data).to_bytes(4, "big") + data
 
 
-def _h2load_argv(url: str, body_file: Path, connections: int) -> list[str]:
-    return ["h2load", "-c", str(connections), "-m", "1", "-t", "1", "-d", str(body_file),
-            "-H", "content-type: application/grpc", "-H", "te: trailers", url]
+def _h2load(url: str, body: bytes, runs: list[list[str]], gap: float, timeout: float) -> tuple[int, int, int, list[tuple[int, int]]]:
+    """Start one h2load process per entry of ``runs`` (its own arguments), ``gap`` seconds
+    apart, all posting ``body`` as a gRPC call to ``url``. Returns (calls succeeded, calls
+    failed, bytes of DATA received, one (start us since epoch, duration us) per call)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        body_file = Path(tmp) / "body"
+        body_file.write_bytes(body)
+        procs = []
+        for i, args in enumerate(runs):
+            argv = ["h2load", "-m", "1", "-t", "1", "-d", str(body_file), "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", f"--log-file={Path(tmp) / f'log{i}'}", *args, url]
+            t_next = time.monotonic() + gap
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            time.sleep(max(0.0, t_next - time.monotonic()))
+        ok = failed = data = 0
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            o, f, d = _h2load_summary(stdout)
+            if not o:
+                raise RuntimeError(f"h2load got no answers (exit {proc.returncode}):\n{stdout}\n{stderr}")
+            ok, failed, data = ok + o, failed + f, data + d
+        rows = [
+            (int(f[0]), int(f[2]))
+            for i in range(len(runs))
+            for f in (ln.split("\t") for ln in (Path(tmp) / f"log{i}").read_text().splitlines())
+            if len(f) >= 3
+        ]
+    return ok, failed, data, rows
 
 
 def _h2load_summary(stdout: str) -> tuple[int, int, int]:
@@ -99,88 +126,49 @@ def _h2load_summary(stdout: str) -> tuple[int, int, int]:
     return ok, failed, data
 
 
-def h2load_grpc(url: str, body: bytes, duration: float, connections: int = 32, expect_bytes: int = 0) -> Measure:
-    """gRPC calls flat out with h2load (nghttp2-client): ``connections`` connections, one call
-    in flight on each, for ``duration`` seconds. h2load counts HTTP status only (a gRPC error
-    is HTTP 200 too): a run whose answers average fewer than ``expect_bytes`` of DATA counts
-    every call as an error."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
-        body_file = Path(tmp) / "body"
-        body_file.write_bytes(body)
-        log_file = Path(tmp) / "log"
-        argv = _h2load_argv(url, body_file, connections)
-        argv[1:1] = ["-D", str(max(1, round(duration))), f"--log-file={log_file}"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-        ok, failed, data = _h2load_summary(out.stdout)
-        times = sorted(int(ln.split("\t")[2]) / 1000 for ln in log_file.read_text().splitlines() if ln.count("\t") >= 2)
-    if not ok:
-        raise RuntimeError(f"h2load got no answers (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+def _grpc_measure(ok: int, failed: int, data: int, times: list[float], duration: float, expect_bytes: int, tool: str,
+                  **extra: Any) -> Measure:
+    """h2load counts HTTP status only (a gRPC error is HTTP 200 too): a run whose answers
+    average fewer than ``expect_bytes`` of DATA counts every call as an error."""
     per_answer = data / ok
     if per_answer < expect_bytes:
         failed, ok = failed + ok, 0
+    times.sort()
     return Measure(
-        rps=ok / duration,
+        rps=len(times) / duration if ok else 0.0,
         p50_ms=percentile(times, 50),
         p99_ms=percentile(times, 99),
         requests=ok,
         errors=failed,
         duration_s=duration,
-        tool=f"h2load -c{connections} -m1 (gRPC)",
-        extra={"data_bytes_per_answer": round(per_answer, 1)},
+        tool=tool,
+        extra={"data_bytes_per_answer": round(per_answer, 1), **extra},
     )
+
+
+def h2load_grpc(url: str, body: bytes, duration: float, connections: int = 32, expect_bytes: int = 0) -> Measure:
+    """gRPC calls flat out with h2load (nghttp2-client): ``connections`` connections, one call
+    in flight on each, for ``duration`` seconds."""
+    ok, failed, data, rows = _h2load(url, body, [["-c", str(connections), "-D", str(max(1, round(duration)))]], 0.0, duration + 60)
+    return _grpc_measure(ok, failed, data, [us / 1000 for _, us in rows], duration, expect_bytes,
+                         f"h2load -c{connections} -m1 (gRPC)")
 
 
 def h2load_grpc_paced(
     url: str, body: bytes, duration: float, rate: float, connections: int = 16, expect_bytes: int = 0, warmup: float = 1.0
 ) -> Measure:
     """gRPC calls at a fixed total ``rate`` over ``connections`` connections: one h2load process
-    per connection (``--rps rate/connections``), started one after another. One h2load process
+    per connection (``--rps rate/connections``), started one call apart. One h2load process
     with many connections would fire them all on the same tick (bursts of ``connections``
     calls, as hey does); separate processes spread their phases. The calls of the first
     ``warmup`` seconds (the processes still starting, connections being set up) are left out."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
-        body_file = Path(tmp) / "body"
-        body_file.write_bytes(body)
-        procs = []
-        gap = 1.0 / rate  # start each connection one call apart: their ticks interleave
-        for i in range(connections):
-            argv = _h2load_argv(url, body_file, 1)
-            argv[1:1] = ["-D", str(max(1, round(duration + warmup))), "--rps", f"{rate / connections:g}", f"--log-file={Path(tmp) / f'log{i}'}"]
-            t_next = time.monotonic() + gap
-            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-            time.sleep(max(0.0, t_next - time.monotonic()))
-        ok = failed = data = 0
-        for proc in procs:
-            stdout, _ = proc.communicate(timeout=duration + 60)
-            o, f, d = _h2load_summary(stdout)
-            ok, failed, data = ok + o, failed + f, data + d
-        rows = [
-            (int(f[0]), int(f[2]))
-            for i in range(connections)
-            for f in (ln.split("\t") for ln in (Path(tmp) / f"log{i}").read_text().splitlines())
-            if len(f) >= 3
-        ]
-    if not ok or not rows:
-        raise RuntimeError("h2load got no answers at the fixed rate")
+    args = ["-c", "1", "-D", str(max(1, round(duration + warmup))), "--rps", f"{rate / connections:g}"]
+    ok, failed, data, rows = _h2load(url, body, [args] * connections, 1.0 / rate, duration + warmup + 60)
     first = min(t for t, _ in rows)
-    times = sorted(us / 1000 for t, us in rows if t - first >= warmup * 1e6)
-    per_answer = data / ok
-    if per_answer < expect_bytes:
-        failed, ok = failed + ok, 0
-    return Measure(
-        rps=len(times) / duration,
-        p50_ms=percentile(times, 50),
-        p99_ms=percentile(times, 99),
-        requests=ok,
-        errors=failed,
-        duration_s=duration,
-        tool=f"h2load x{connections} processes, -c1 --rps {rate / connections:g} each (gRPC; first {warmup:g} s left out)",
-        extra={"target_rate": rate, "data_bytes_per_answer": round(per_answer, 1), "calls_measured": len(times)},
-    )
+    times = [us / 1000 for t, us in rows if t - first >= warmup * 1e6]
+    return _grpc_measure(ok, failed, data, times, duration, expect_bytes,
+                         f"h2load x{connections} processes, -c1 --rps {rate / connections:g} each (gRPC; first {warmup:g} s left out)",
+                         target_rate=rate, calls_measured=len(times))
 
 
 def _redis_benchmark_csv(port: int, connections: int, n: int, args: list[str], timeout: float) -> dict[str, str]:
