@@ -441,3 +441,36 @@ def test_graceful_stop_says_goaway_first_and_finishes_the_calls_in_flight() -> N
     assert int.from_bytes(frames[0][2][:4], "big") == 2**31 - 1  # first: no new calls, these go on
     assert int.from_bytes(frames[-1][2][:4], "big") == 1  # last: stream 1 was the last one served
     assert frames[2][2] == b"\0\0\0\0\x04done"
+
+
+def test_frames_on_a_closed_stream_are_errors_unless_we_reset_it(server: DevinitServer) -> None:
+    body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="closed"))
+    enc = hpack.Encoder()
+    call = _frame(1, 0x4, 1, _request_block(enc)) + _frame(0, 0x1, 1, body)
+    # DATA on a stream both sides ended: RST_STREAM(STREAM_CLOSED), the connection goes on
+    raw = _connect(server.grpc_port)
+    raw.sendall(call)
+    _read_until(raw, b"grpc-status")
+    raw.sendall(_frame(0, 0, 1, b"late"))
+    reset = (4).to_bytes(3, "big") + bytes((3, 0)) + (1).to_bytes(4, "big") + (5).to_bytes(4, "big")
+    assert reset in _read_until(raw, reset, timeout=5)
+    raw.close()
+    # HEADERS reopening it: a connection error (STREAM_CLOSED), not a call left hanging
+    raw = _connect(server.grpc_port)
+    raw.sendall(call)
+    _read_until(raw, b"grpc-status")
+    raw.sendall(_frame(1, 0x4 | 0x1, 1, _request_block(enc)))
+    goaway = [p for t, _, _, p in _frames(_read_until(raw, None)) if t == 7]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 5, goaway
+    raw.close()
+    # a stream we reset (answered at its headers while the client still sent): its DATA is dropped
+    raw = _connect(server.grpc_port)
+    enc = hpack.Encoder()
+    raw.sendall(_frame(1, 0x4, 1, _request_block(enc, "/dapr.proto.runtime.v1.Dapr/SubscribeTopicEventsAlpha1")))
+    first = _frames(_read_until(raw, reset[:9] + (0).to_bytes(4, "big")))  # answered, then RST_STREAM(NO_ERROR)
+    assert any(t == 3 and s == 1 and p == bytes(4) for t, _, s, p in first), first
+    raw.sendall(_frame(0, 0, 1, b"more") + _frame(1, 0x4, 3, _request_block(enc)) + _frame(0, 0x1, 3, body))
+    got = _frames(_read_until(raw, b"grpc-status\x01\x30"))  # stream 3 answered OK
+    assert any(t == 0 and s == 3 for t, _, s, _ in got), got
+    assert not [p for t, _, s, p in got if t == 7 or (t == 3 and s == 1)], got  # no GOAWAY, no second reset
+    raw.close()

@@ -187,6 +187,7 @@ class _Protocol(asyncio.Protocol):
         self.block_size = 0
         self.buffered = 0  # request bytes held for calls not yet complete
         self.resets: list[float] = []  # when the client reset calls in progress (rapid-reset guard)
+        self.reset_ids: dict[int, None] = {}  # streams we reset lately (ordered: oldest first)
         self.paused = False
         self.closing = False
 
@@ -377,7 +378,10 @@ class _Protocol(asyncio.Protocol):
         if stream is None:
             if stream_id > self.last_id:
                 raise _ConnectionError(PROTOCOL_ERROR, "DATA on an idle stream")
-            return  # a stream already answered or reset: its data is dropped
+            if stream_id not in self.reset_ids:  # a closed stream (not one we reset): a stream error
+                self.out.append(_frame(RST_STREAM, 0, stream_id, STREAM_CLOSED.to_bytes(4, "big")))
+                self._was_reset(stream_id)
+            return
         if stream.ended:  # DATA after the client's own END_STREAM
             self._reset(stream, STREAM_CLOSED)
             return
@@ -412,7 +416,9 @@ class _Protocol(asyncio.Protocol):
             self._ended(stream)
             return
         if stream_id <= self.last_id:
-            return  # a stream we answered or reset: what the client still sends on it is dropped
+            if stream_id in self.reset_ids:
+                return  # sent before the client saw our reset
+            raise _ConnectionError(STREAM_CLOSED, f"HEADERS on stream {stream_id}, which is closed")
         if stream_id % 2 == 0:
             raise _ConnectionError(PROTOCOL_ERROR, f"stream {stream_id} is not a client stream (even id)")
         self.last_id = stream_id
@@ -581,6 +587,14 @@ class _Protocol(asyncio.Protocol):
         else:  # the client is still sending (e.g. a streaming call): tell it to stop
             self.out.append(_frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
             self.streams.pop(stream.id, None)
+            self._was_reset(stream.id)
+
+    def _was_reset(self, stream_id: int) -> None:
+        """Remember a stream we reset: frames the client sent before it saw the reset are
+        dropped quietly (RFC 9113 5.4.2); on any other closed stream they are an error."""
+        self.reset_ids[stream_id] = None
+        if len(self.reset_ids) > 1024:
+            del self.reset_ids[next(iter(self.reset_ids))]
 
     def _send_pending(self) -> None:
         for stream in list(self.streams.values()):
@@ -602,6 +616,7 @@ class _Protocol(asyncio.Protocol):
         self._drop(stream)
         stream.answered = True
         self.out.append(_frame(RST_STREAM, 0, stream.id, code.to_bytes(4, "big")))
+        self._was_reset(stream.id)
 
     def _fail(self, code: int, why: str) -> None:
         """A connection error: GOAWAY with its code, end our side, close soon.
