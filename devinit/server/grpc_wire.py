@@ -66,6 +66,7 @@ NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x6, 0x7, 0x8, 0x9
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = range(1, 7)
 _MAX_WINDOW = (1 << 31) - 1
+_MAX_STREAM_ID = (1 << 31) - 1  # a GOAWAY naming it: no stream refused yet
 _MAX_DETAIL = 2048  # characters of grpc-message (percent-encoding may triple them)
 _MAX_CONTINUATIONS = 64  # frames per header block (a client needs a handful at most)
 _MAX_BUFFERED = 32 << 20  # request bytes held per connection across its unfinished calls
@@ -695,7 +696,7 @@ class GrpcServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            conn.goaway(_MAX_WINDOW)
+            conn.goaway(_MAX_STREAM_ID)
 
     def busy(self) -> bool:
         """Calls running, or answers still waiting for a client's flow-control window."""
