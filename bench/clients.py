@@ -202,18 +202,23 @@ def rmw(port: int, duration: float, concurrency: int = 16, store: str = "statest
 async def _redis_direct(port: int, op: str, duration: float, concurrency: int) -> tuple[list[float], int, float]:
     import redis.asyncio as aioredis
 
-    from devinit.state.redis import _GET  # the very script devinit runs for a GET
+    from devinit.state.redis import read_commands  # the very commands devinit sends for a GET
 
     client = aioredis.Redis(host="127.0.0.1", port=port, max_connections=concurrency)
     value = b'"' + b"v" * 1022 + b'"'
     try:
         await client.set("bench:direct:plain", value)
         await client.hset("bench:direct:hash", mapping={"data": value, "version": 1})
-        script = client.register_script(_GET)
+        def devinit_get() -> Awaitable[Any]:
+            pipe = client.pipeline(transaction=False)
+            for command in read_commands("bench:direct:hash"):
+                pipe.execute_command(*command)
+            return pipe.execute()
+
         ops: dict[str, Callable[[], Awaitable[Any]]] = {
             "get": lambda: client.get("bench:direct:plain"),
             "set": lambda: client.set("bench:direct:plain", value),
-            "devinit-get": lambda: script(keys=["bench:direct:hash"]),
+            "devinit-get": devinit_get,
         }
         t0 = time.perf_counter()
         lat, errors = await _closed_loop(ops[op], duration, concurrency)

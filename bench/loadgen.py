@@ -211,7 +211,7 @@ def redis_benchmark(port: int, test: str, duration: float, connections: int = 32
 
 
 def redis_benchmark_command(port: int, command: list[str], duration: float, connections: int = 32) -> Measure:
-    """redis-benchmark running one literal command (e.g. devinit's EVALSHA) at the same concurrency."""
+    """redis-benchmark running one literal command (e.g. the HMGET of devinit's read) at the same concurrency."""
     return _redis_benchmark_sized(port, connections, command, duration, f"redis-benchmark -c{connections} {command[0]}")
 
 

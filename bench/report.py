@@ -20,7 +20,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     fastest = (c.get("bare ASGI fastest") or {}).get("rps")
     rb_get = (_m(c.get("redis-benchmark GET")) or {}).get("rps")
     rb_set = (_m(c.get("redis-benchmark SET")) or {}).get("rps")
-    py_get = (_m(c.get("redis-py devinit-GET script")) or {}).get("rps")
+    py_get = (_m(c.get("redis-py devinit-GET")) or {}).get("rps")
     py_set = (_m(c.get("redis-py SET")) or {}).get("rps")
     out: list[dict[str, Any]] = []
 

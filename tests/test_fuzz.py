@@ -350,9 +350,9 @@ def test_store_matches_the_model(kind: str, request: pytest.FixtureRequest):
 @given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300))
 @settings(max_examples=300, deadline=None)
 def test_redis_get_command_packed_by_hand_matches_hiredis(key: str) -> None:
-    """The Redis GET hot path packs its EVALSHA itself (state/resp.Script.pack_one_key)."""
+    """The Redis GET hot path packs its two commands itself (state/redis.pack_read)."""
     import hiredis
 
-    from devinit.state.redis import _GET_SCRIPT
+    from devinit.state.redis import pack_read, read_commands
 
-    assert _GET_SCRIPT.pack_one_key(key) == hiredis.pack_command(_GET_SCRIPT.call((key,), ()))
+    assert pack_read(key) == b"".join(hiredis.pack_command(c) for c in read_commands(key))

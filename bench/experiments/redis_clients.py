@@ -1,12 +1,18 @@
-"""Scratch: what a Python process can get out of Redis for devinit's GET (EVALSHA of the
-_GET script), 32 concurrent callers, 3 s each: redis-py as devinit configures it, redis-py
+"""Scratch: what a Python process can get out of Redis for devinit's GET as it was then (EVALSHA
+of the Lua script below; devinit now sends HMGET + PTTL), 32 concurrent callers, 3 s each: redis-py as devinit configures it, redis-py
 with a per-tick pipeline coalescer, and a raw hiredis protocol multiplexing one connection."""
 import asyncio, sys, time, uvloop, hiredis
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from devinit.state.redis import _GET
+
+# devinit's Lua GET until the read became plain commands (state/redis.read_commands)
+_GET = """
+local v = redis.call("HMGET", KEYS[1], "data", "version")
+if not v[2] then return false end
+return {v[1], v[2], redis.call("PTTL", KEYS[1])}
+"""
 
 PORT = int(sys.argv[1]); DUR = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0; CONC = 32
 VALUE = b'"' + b"v"*1022 + b'"'

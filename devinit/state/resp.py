@@ -27,6 +27,7 @@ from typing import Any
 import hiredis
 
 ReplyError = hiredis.ReplyError
+_NONE = object()
 _SWEEP = 0.1  # seconds between checks for overdue replies
 
 
@@ -40,15 +41,10 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
-        self._one_key = b"*4\r\n$7\r\nEVALSHA\r\n$40\r\n" + self.sha + b"\r\n$1\r\n1\r\n"
 
     def call(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
         return (b"EVALSHA", self.sha, len(keys), *keys, *args)
 
-    def pack_one_key(self, key: str) -> bytes:
-        """``call((key,), ())`` already in RESP (hiredis.pack_command costs ~1 us; this ~0.2)."""
-        data = key.encode()
-        return self._one_key + b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 class _Connection(asyncio.Protocol):
@@ -61,6 +57,7 @@ class _Connection(asyncio.Protocol):
         self.flush_scheduled = False
         self.lost: BaseException | None = None
         self.progress = loop.time()  # when the last reply arrived
+        self.first: Any = _NONE  # the first reply of a pair, until the second arrives
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -81,6 +78,11 @@ class _Connection(asyncio.Protocol):
                 return
             fut, _ = waiters.popleft()
             self.progress = self.loop.time()
+            if fut is None:  # the first reply of a pair (send_one(pair=True))
+                self.first = reply
+                continue
+            if self.first is not _NONE:
+                reply, self.first = (self.first, reply), _NONE
             if not fut.done():
                 fut.set_result(reply)
 
@@ -90,9 +92,10 @@ class _Connection(asyncio.Protocol):
 
     def fail_all(self, exc: BaseException) -> None:
         self.lost = self.lost or exc
+        self.first = _NONE
         while self.waiters:
             fut, _ = self.waiters.popleft()
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(exc)
 
     def abort(self, exc: BaseException) -> None:
@@ -119,11 +122,15 @@ class _Connection(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         return futures
 
-    def send_one(self, command: tuple[Any, ...] | bytes) -> asyncio.Future[Any]:
-        """One command (a tuple, or already packed in RESP); its reply's future."""
+    def send_one(self, command: tuple[Any, ...] | bytes, pair: bool = False) -> asyncio.Future[Any]:
+        """One command (a tuple, or already packed in RESP); its reply's future. ``pair``: the
+        bytes hold two commands, and the future gets both replies as a tuple."""
         fut = self.loop.create_future()
         self.out.append(command if isinstance(command, bytes) else hiredis.pack_command(command))
-        self.waiters.append((fut, self.loop.time()))
+        now = self.loop.time()
+        if pair:
+            self.waiters.append((None, now))
+        self.waiters.append((fut, now))
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -257,19 +264,21 @@ class Lane:
             conn = await self._connection()
         return await self._wait(conn, conn.send(commands))
 
-    def send_now(self, command: tuple[Any, ...] | bytes) -> asyncio.Future[Any] | None:
-        """Send one command on the connection if it is up (its reply's future), else None."""
+    def send_now(self, command: tuple[Any, ...] | bytes, pair: bool = False) -> asyncio.Future[Any] | None:
+        """Send one command (``pair``: two) on the connection if it is up (the future of its
+        reply), else None."""
         conn = self._conn
         if conn is not None and conn.transport is not None and conn.lost is None:
-            return conn.send_one(command)
+            return conn.send_one(command, pair)
         return None
 
-    async def one(self, command: tuple[Any, ...] | bytes) -> Any:
-        """Send one command; its reply. The hot path: no lists, one future."""
+    async def one(self, command: tuple[Any, ...] | bytes, pair: bool = False) -> Any:
+        """Send one command (``pair``: two, packed together); its reply (a pair's: both, as a
+        tuple). The hot path: no lists, one future."""
         conn = self._conn
         if conn is None or not conn.usable:
             conn = await self._connection()
-        return await conn.send_one(command)
+        return await conn.send_one(command, pair)
 
     async def close(self) -> None:
         if self._sweeper is not None:
