@@ -46,7 +46,6 @@ class Script:
         return (b"EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-
 class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -124,7 +123,7 @@ class _Connection(asyncio.Protocol):
 
     def send_one(self, command: tuple[Any, ...] | bytes, pair: bool = False) -> asyncio.Future[Any]:
         """One command (a tuple, or already packed in RESP); its reply's future. ``pair``: the
-        bytes hold two commands, and the future gets both replies as a tuple."""
+        packed bytes hold two commands, and the future gets both replies as a tuple."""
         fut = self.loop.create_future()
         self.out.append(command if isinstance(command, bytes) else hiredis.pack_command(command))
         now = self.loop.time()
