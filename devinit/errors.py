@@ -13,7 +13,8 @@ DevinitError                 base: something the user can act on; the message sa
 ├── DaemonError              the background server could not be started, found or stopped
 ├── GrpcBindError            the gRPC server could not listen on its address (port in use)
 ├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
-│   └── EtagMismatch         a conditional write or delete found another etag (or no item)
+│   ├── EtagMismatch         a conditional write or delete found another etag (or no item)
+│   └── StoreRefused         the store cannot do the request as given (the caller must change it)
 └── ApiError                 a state API call failed: carries errorCode and HTTP/gRPC status
 """
 
@@ -75,6 +76,13 @@ class EtagMismatch(StoreError):
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
         super().__init__("etag mismatch for key(s) " + ", ".join(keys))
+
+
+class StoreRefused(StoreError):
+    """The store is up but cannot do this request as it was given, e.g. a Redis Cluster
+    transaction over keys in different hash slots. The message says what to change; the
+    runtime answers it as a bad request (HTTP 400, gRPC INVALID_ARGUMENT), the store stays up.
+    """
 
 
 class ApiError(DevinitError):

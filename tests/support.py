@@ -84,6 +84,56 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
 
+class RedisClusterServers:
+    """A real Redis Cluster: ``masters`` redis-server processes in cluster mode (no replicas),
+    the slots spread over them by ``redis-cli --cluster create``; each node can be stopped and
+    started again (it rejoins from its nodes.conf)."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        need(shutil.which("redis-cli") is not None, "redis-cli is not installed (apt-get install redis-tools)")
+        self.nodes = [
+            RedisServer(
+                workdir / f"node{i}",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", "1000",
+                # the slots of a node that is down fail, the others go on serving
+                "--cluster-require-full-coverage", "no",
+            )
+            for i in range(masters)
+        ]
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        self.wait_ok()
+
+    @property
+    def seeds(self) -> str:
+        """``redisHost`` for a component: every node, comma-separated."""
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node says cluster_state:ok and they agree on the slots."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = [redis.Redis(port=n.port).cluster("info")["cluster_state"] for n in self.nodes]
+                if all(s == "ok" for s in states):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Redis Cluster is not ok after {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
 def component(name: str, ctype: str, metadata: Mapping[str, str] | None = None) -> str:
     lines = [
         "apiVersion: dapr.io/v1alpha1",

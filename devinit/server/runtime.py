@@ -18,7 +18,7 @@ from typing import Any
 
 from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
-from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, malformed
+from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, StoreRefused, malformed
 from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor
 from devinit.state import MAX_TTL_SECONDS
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
@@ -315,6 +315,8 @@ class Runtime:
         """The API error for a store call that failed (the one mapping of store failures)."""
         if isinstance(e, EtagMismatch):
             return self._mismatch(entry, code, e.keys)
+        if isinstance(e, StoreRefused):
+            return ApiError(code, str(e), 400, "INVALID_ARGUMENT")
         if isinstance(e, StoreError):
             log.warning("%s", e, exc_info=log.isEnabledFor(logging.DEBUG))
             message = str(e)

@@ -90,22 +90,30 @@ def create_store(spec: ComponentSpec) -> Store:
         host_port = spec.metadata.get("redisHost", "")
         if not host_port:
             raise spec.error("redisHost", "missing; give host:port, e.g. 127.0.0.1:6379")
-        host, sep, port_text = host_port.rpartition(":")
-        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise spec.error("redisHost", f"{host_port!r} is not host:port, e.g. 127.0.0.1:6379")
         redis_type = spec.metadata.get("redisType", "node") or "node"
-        if redis_type == "cluster":
-            raise spec.error("redisType", "cluster is not supported yet; use a single node (redisType: node)")
-        if redis_type != "node":
+        if redis_type not in ("node", "cluster"):
             raise spec.error("redisType", f"{redis_type!r} is not node or cluster")
+        if "," in host_port and redis_type != "cluster":
+            raise spec.error("redisHost", f"{host_port!r} lists several hosts: one host:port, or redisType: cluster")
+        addresses = [a.strip() for a in host_port.split(",")] if redis_type == "cluster" else [host_port]
+        seeds: list[tuple[str, int]] = []
+        for address in addresses:
+            host, sep, port_text = address.rpartition(":")
+            if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                example = "127.0.0.1:7000,127.0.0.1:7001" if redis_type == "cluster" else "127.0.0.1:6379"
+                raise spec.error("redisHost", f"{address!r} is not host:port, e.g. {example}")
+            seeds.append((host.strip("[]"), int(port_text)))
         failover = _bool(spec, "failover")
         master = spec.metadata.get("sentinelMasterName", "")
         if failover and not master:
             raise spec.error("sentinelMasterName", "missing; failover: true needs the Sentinel master's name")
+        if redis_type == "cluster" and failover:
+            raise spec.error("failover", "Sentinel failover is for redisType node; a Redis Cluster fails over by itself")
+        if redis_type == "cluster" and _int(spec, "redisDB", 0) != 0:
+            raise spec.error("redisDB", "a Redis Cluster has only database 0; remove redisDB")
         return RedisStore(
             spec.name,
-            host.strip("[]"),
-            int(port_text),
+            *seeds[0],
             password=spec.metadata.get("redisPassword") or None,
             username=spec.metadata.get("redisUsername") or None,
             db=_int(spec, "redisDB", 0),
@@ -113,6 +121,7 @@ def create_store(spec: ComponentSpec) -> Store:
             dial_timeout=_timeout(spec, "dialTimeout", 2.0),
             read_timeout=_timeout(spec, "readTimeout", 3.0),
             sentinel_master=master if failover else None,
+            cluster_seeds=seeds if redis_type == "cluster" else (),
         )
     if spec.type == "state.postgresql":
         try:
