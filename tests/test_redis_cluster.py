@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from devinit.state.redis import ETAG_SEQUENCE, key_slot, sequence_key
-from support import DevinitServer, RedisClusterServers, RedisServer, write_component
+from support import DevinitServer, RedisClusterServers, RedisServer, free_port, write_component
 
 STORE = "clustered"
 
@@ -144,6 +144,24 @@ def test_redirects_are_followed_while_a_slot_moves_and_after(srv: DevinitServer,
     r = httpx.get(f"{url}/mover")
     assert r.status_code == 200 and r.json() == "there" and int(r.headers["etag"]) > int(etag)
     assert dst.hget(key, "data") == b'"there"' and src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+
+def test_a_seed_outside_the_cluster_is_passed_over(tmp_path: Path, cluster: RedisClusterServers):
+    """The first seed is a cluster-mode Redis that never joined (CLUSTER SLOTS: empty): the
+    slot map comes from the next seed."""
+    loner = RedisServer(tmp_path / "loner", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-port", str(free_port()))
+    folder = tmp_path / "components"
+    write_component(folder, STORE, "state.redis", {"redisHost": f"{loner.host},127.0.0.1:{cluster.nodes[0].port}",
+                                                   "redisType": "cluster"})
+    s = DevinitServer(folder)
+    try:
+        url = f"{s.url}/v1.0/state/{STORE}"
+        assert httpx.post(url, json=[{"key": f"via-seed-{i}", "value": i} for i in range(10)]).status_code == 204
+        assert [httpx.get(f"{url}/via-seed-{i}").json() for i in range(10)] == list(range(10))
+    finally:
+        s.stop()
+        loner.stop()
 
 
 def test_a_cluster_setting_on_a_plain_redis_says_so(tmp_path: Path, redis_server: RedisServer):

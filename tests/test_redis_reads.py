@@ -152,3 +152,25 @@ def test_the_hand_packed_read_is_what_redis_parses(redis_server: RedisServer) ->
             while (x := reader.gets()) is not False:
                 replies.append(x)
     assert replies == [[b"d", b"2"], -1]
+
+
+def test_after_a_script_flush_only_what_redis_did_not_run_is_sent_again(redis_server: RedisServer) -> None:
+    """A batch in which Redis ran some scripts and refused others (NOSCRIPT, as after a SCRIPT
+    FLUSH between them): the refused ones are sent again, the others are not run twice."""
+    from devinit.state.resp import Script
+
+    async def run() -> None:
+        store = RedisStore("flush", "127.0.0.1", redis_server.port)
+        await store.start()
+        try:
+            await store.set(SetOp("flushed", b"v", None, False, None))
+            before = int((await store.get("flushed")).etag)  # type: ignore[union-attr]
+            unknown = Script("return 'never loaded'")  # stays NOSCRIPT after the reload
+            replies = await store._run("save", [store._set_call(SetOp("flushed", b"w", None, False, None)), unknown.call((), ())])
+            assert isinstance(replies[1], hiredis.ReplyError) and str(replies[1]).startswith("NOSCRIPT")
+            after = int((await store.get("flushed")).etag)  # type: ignore[union-attr]
+            assert replies[0] == after and after == before + 1, "the write that ran was run again"
+        finally:
+            await store.close()
+
+    asyncio.run(run())

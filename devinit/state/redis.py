@@ -216,6 +216,11 @@ def _slot_tags() -> list[str]:
     return tags
 
 
+def _masters(slots: list[_Node | None]) -> list[_Node]:
+    """The distinct masters in a slot map."""
+    return list({id(n): n for n in slots if n is not None}.values())
+
+
 def sequence_key(key: str | bytes, cluster: bool) -> str:
     """The etag sequence a key's versions come from (one per hash slot in a cluster)."""
     if not cluster:
@@ -228,8 +233,8 @@ class RedisStore(Store):
     Redis Cluster (``seeds``: some of its nodes; the rest is found with CLUSTER SLOTS).
 
     In a cluster every key's commands go to the master of its hash slot (several keys: one
-    write per node, in parallel); MOVED refreshes the slot map and ASK is followed once, as a
-    cluster client must. A transaction's keys must share one slot (Redis runs a script on one
+    write per node, in parallel); MOVED updates that slot as the reply says and ASK is followed
+    once, as a cluster client must; a failed node makes the next call read the whole map again. A transaction's keys must share one slot (Redis runs a script on one
     node only): a {hash tag} in the keys does that, and a transaction that spans slots is
     refused with that advice, before anything is written.
     """
@@ -295,13 +300,19 @@ class RedisStore(Store):
         return StoreError(f"Redis store {self.name!r} at {self.address}: {what} failed: {detail}")
 
     async def _run(self, what: str, commands: Sequence[Sequence[Any]], lane: Lane | None = None) -> list[Any]:
-        """Send commands on one lane; reload the scripts once if Redis forgot them."""
+        """Send commands on one lane; reload the scripts once if Redis forgot them (SCRIPT
+        FLUSH), and send again only the commands Redis did not run, plus a durability wait that
+        ends the batch, so that it covers them."""
         lane = lane or self._main.next_lane()
         try:
             replies = await lane.run(commands)
-            if any(isinstance(r, ReplyError) and str(r).startswith("NOSCRIPT") for r in replies):
-                await lane.run([(b"SCRIPT", b"LOAD", s.source) for s in SCRIPTS])  # after SCRIPT FLUSH
-                replies = await lane.run(commands)
+            again = [i for i, r in enumerate(replies) if isinstance(r, ReplyError) and str(r).startswith("NOSCRIPT")]
+            if again:
+                if commands[-1][0] in (b"WAIT", b"WAITAOF") and again[-1] != len(commands) - 1:
+                    again.append(len(commands) - 1)
+                await lane.run([(b"SCRIPT", b"LOAD", s.source) for s in SCRIPTS])
+                for i, r in zip(again, await lane.run([commands[i] for i in again])):
+                    replies[i] = r
         except RedisFailure as e:
             if self.cluster:
                 self._slots = None  # a node went away: maybe a failover; ask the cluster again
@@ -326,8 +337,7 @@ class RedisStore(Store):
         if not self.cluster:
             self._ok("PING", (await self._run("PING", [(b"PING",)]))[0])
             return
-        await self._refresh_slots()
-        for node in self._masters():
+        for node in _masters(await self._slot_map(refresh=True)):
             self._ok("PING", (await self._run("PING", [(b"PING",)], node.next_lane()))[0])
 
     # -- cluster routing ---------------------------------------------------------------
@@ -339,25 +349,28 @@ class RedisStore(Store):
             node = self._nodes[address] = self._make_node(host, port)
         return node
 
-    def _masters(self) -> list[_Node]:
-        return list({id(n): n for n in self._slots or () if n is not None}.values())
-
-    async def _refresh_slots(self) -> None:
-        """Read the slot map (CLUSTER SLOTS) again: one read at a time, in a task of its own
-        (a caller that gives up does not cancel it for the others)."""
+    async def _slot_map(self, refresh: bool = False) -> list[_Node | None]:
+        """The master of each slot: the map in hand, or (none yet, or ``refresh``) one read
+        again with CLUSTER SLOTS: one read at a time, in a task of its own (a caller that gives
+        up does not cancel it for the others)."""
+        slots = self._slots
+        if slots is not None and not refresh:
+            return slots
         if self._refreshing is None:
             self._refreshing = asyncio.ensure_future(self._read_slots())
             self._refreshing.add_done_callback(self._refreshed)
-        await asyncio.shield(self._refreshing)
+        return await asyncio.shield(self._refreshing)
 
-    def _refreshed(self, task: asyncio.Task[None]) -> None:
+    def _refreshed(self, task: asyncio.Task[list[_Node | None]]) -> None:
         self._refreshing = None
         if not task.cancelled():
             task.exception()  # retrieved: the callers waiting on it raise it themselves
 
-    async def _read_slots(self) -> None:
+    async def _read_slots(self) -> list[_Node | None]:
+        """Ask the nodes in turn (the seeds first, then every master seen since) until one
+        gives a map that covers slots."""
         failures: list[str] = []
-        for node in list(self._nodes.values()):  # the seeds first, then every master seen since
+        for node in list(self._nodes.values()):
             try:
                 (reply,) = await self._run("CLUSTER SLOTS", [(b"CLUSTER", b"SLOTS")], node.next_lane())
             except StoreError as e:
@@ -367,24 +380,28 @@ class RedisStore(Store):
                 raise self._error("CLUSTER SLOTS", f"{reply} (node {node.address}; is it a cluster node? "
                                   "redisType: cluster needs Redis Cluster, use redisType: node otherwise)")
             slots: list[_Node | None] = [None] * HASH_SLOTS
-            seed_host = node.address.rpartition(":")[0]
             for entry in reply:
-                first, last, master = entry[0], entry[1], entry[2]
-                master_node = self._node_at(master[0].decode() or seed_host, int(master[1]))
-                slots[first : last + 1] = [master_node] * (last - first + 1)
+                first, last, (host, port, *_) = entry[0], entry[1], entry[2]
+                if host == b"?":  # the master's address is unknown (RESP: cluster-preferred-endpoint-type)
+                    continue
+                # no host (NULL or ""): the node that answered, on that port
+                master = self._node_at(host.decode() if host else node.address.rpartition(":")[0], int(port))
+                slots[first : last + 1] = [master] * (last - first + 1)
+            if not any(slots):  # a node that is not (or no longer) part of the cluster
+                failures.append(f"{node.address} knows no slot owners")
+                continue
             self._slots = slots
-            return
-        raise StoreError(f"Redis store {self.name!r} at {self.address}: no cluster node answered: " + "; ".join(failures))
+            return slots
+        raise StoreError(f"Redis store {self.name!r} at {self.address}: no cluster node gave the slot map: " + "; ".join(failures))
 
     async def _node_for(self, key: str | bytes) -> _Node:
         if not self.cluster:
             return self._main
-        if self._slots is None:
-            await self._refresh_slots()
-        assert self._slots is not None
-        node = self._slots[key_slot(key)]
+        slot = key_slot(key)
+        node = (await self._slot_map())[slot]
         if node is None:
-            raise self._error("routing", f"hash slot {key_slot(key)} has no master (CLUSTER SLOTS): is the cluster state ok?")
+            self._slots = None  # read it again next time: the slot may have an owner by then
+            raise self._error("routing", f"hash slot {slot} has no master (CLUSTER SLOTS): is the cluster state ok?")
         return node
 
     # -- running commands --------------------------------------------------------------
@@ -392,10 +409,18 @@ class RedisStore(Store):
     async def _batch(self, what: str, work: Sequence[tuple[str | bytes, list[tuple[Any, ...]]]], strong: bool = False) -> list[list[Any]]:
         """Run each key's commands on the node that holds the key (one write per node) and
         return each key's replies, in order; in a cluster, MOVED and ASK are followed."""
+        if not self.cluster:  # one node, nothing to route: the commands go out as they are
+            if len(work) == 1:
+                return [await self._on_node(what, self._main, work[0][1], strong)]
+            replies = await self._on_node(what, self._main, [c for _, commands in work for c in commands], strong)
+            it = iter(replies)
+            return [[next(it) for _ in commands] for _, commands in work]
+        if not work:
+            return []
         out: list[list[Any]] = [[] for _ in work]
         pending = list(range(len(work)))
         asking: dict[int, _Node] = {}  # keys to send to another node once, each command after ASKING
-        for _ in range(_REDIRECTS + 1):
+        for attempt in range(_REDIRECTS + 1):
             groups: dict[int, tuple[_Node, list[int]]] = {}
             for i in pending:
                 node = asking.get(i) or await self._node_for(work[i][0])
@@ -404,7 +429,7 @@ class RedisStore(Store):
                     for node, idx in groups.values()]
             results = await asyncio.gather(*runs) if len(runs) > 1 else [await runs[0]]
             redo: list[int] = []
-            moved = again = False
+            again = False
             for (node, idx), replies in zip(groups.values(), results):
                 at = 0
                 for i in idx:
@@ -419,19 +444,21 @@ class RedisStore(Store):
                         continue
                     redo.append(i)
                     kind, *rest = str(redirect).split()
-                    if kind == "ASK":
-                        host, _, port = rest[-1].rpartition(":")
-                        asking[i] = self._node_at(host or node.address.rpartition(":")[0], int(port))
-                    else:  # MOVED: read the slot map again; TRYAGAIN: the slot is moving, wait a moment
-                        asking.pop(i, None)
-                        moved, again = moved or kind == "MOVED", again or kind == "TRYAGAIN"
+                    asking.pop(i, None)
+                    if kind == "TRYAGAIN":  # a multi-key script while the slot moves: wait a moment
+                        again = True
+                        continue
+                    host, _, port = rest[-1].rpartition(":")
+                    target = self._node_at(host or node.address.rpartition(":")[0], int(port))
+                    if kind == "ASK":  # this once, at the node the slot is moving to
+                        asking[i] = target
+                    elif self._slots is not None:  # MOVED: the slot's owner now, as the reply says
+                        self._slots[int(rest[0])] = target
             if not redo:
                 return out
             pending = redo
-            if moved:
-                await self._refresh_slots()
-            if again:
-                await asyncio.sleep(0.05)
+            if again and attempt < _REDIRECTS:  # 0.05 s, then twice as long each time
+                await asyncio.sleep(0.05 * 2**attempt)
         raise self._error(what, f"the cluster still redirects after {_REDIRECTS} tries (slots moving?)")
 
     @staticmethod
@@ -490,9 +517,7 @@ class RedisStore(Store):
         # Keys are matched with a glob: escape its special characters in the prefix.
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
         found: dict[str, StoredItem] = {}
-        if self.cluster:
-            await self._refresh_slots()
-        for node in self._masters() if self.cluster else [self._main]:
+        for node in _masters(await self._slot_map(refresh=True)) if self.cluster else [self._main]:
             lane = node.next_lane()
             cursor = b"0"
             while True:
