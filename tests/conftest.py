@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import CI, DevinitServer, PostgresServer, RedisServer, write_component
+from support import CI, DevinitServer, PostgresServer, RedisClusterServers, RedisServer, write_component
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
 
@@ -33,6 +33,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One real three-master Redis Cluster for the session (tests use unique keys)."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +65,12 @@ def store_component(kind: str, folder: Path, name: str, redis: RedisServer | Pos
     return write_component(folder, name, "state.redis", {"redisHost": redis.host, **extra})
 
 
-def backing_server(request: pytest.FixtureRequest, kind: str) -> RedisServer | PostgresServer | None:
+def backing_server(request: pytest.FixtureRequest, kind: str) -> RedisServer | RedisClusterServers | PostgresServer | None:
     """The session's database server a store of ``kind`` needs, if any."""
     if kind == "redis":
         return request.getfixturevalue("redis_server")
+    if kind == "redis-cluster":
+        return request.getfixturevalue("redis_cluster")
     if kind == "postgres":
         return request.getfixturevalue("postgres_server")
     return None
