@@ -18,10 +18,9 @@ STORE = "clustered"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    c = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
-    yield c
-    c.stop()
+def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The session's cluster (conftest); the last test here stops and restarts one master."""
+    return redis_cluster
 
 
 @pytest.fixture(scope="module")
