@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devinit.state.redis import ETAG_SEQUENCE, key_slot, sequence_key
 from support import DevinitServer, RedisClusterServers, RedisServer, free_port, write_component
@@ -45,6 +47,23 @@ def _owner(cluster: RedisClusterServers, key: str) -> RedisServer:
 
 def _node_id(node: RedisServer) -> str:
     return redis.Redis(port=node.port).execute_command("CLUSTER", "MYID").decode()
+
+
+@given(st.one_of(st.binary(max_size=24), st.text(alphabet="ab{}xy", max_size=10)))
+@settings(max_examples=500, deadline=None)
+def test_key_slot_agrees_with_redis_py(key: str | bytes) -> None:
+    """devinit's CRC16 slot (so the server need not import redis-py) is redis-py's, hash tags included."""
+    from redis.crc import key_slot as redis_py_key_slot
+
+    assert key_slot(key) == redis_py_key_slot(key if isinstance(key, bytes) else key.encode())
+
+
+def test_every_slot_has_a_sequence_of_its_own() -> None:
+    """A key's sequence is in the key's own slot (a script may touch it), one per slot."""
+    keys = [f"k{i}" for i in range(2000)]
+    for k in keys:
+        assert key_slot(sequence_key(k, cluster=True)) == key_slot(k)
+    assert len({sequence_key(k, cluster=True) for k in keys}) == len({key_slot(k) for k in keys})
 
 
 def test_the_state_api_works_across_every_master(srv: DevinitServer, cluster: RedisClusterServers):
