@@ -6,8 +6,8 @@
 // (or the error the SDK surfaced, with its gRPC code) goes into the JSON report.
 "use strict";
 
-const fs = require("fs");
-const { DaprClient, CommunicationProtocolEnum, LogLevel, StateConcurrencyEnum } = require("@dapr/dapr");
+const { CommunicationProtocolEnum, StateConcurrencyEnum } = require("@dapr/dapr");
+const { drive } = require("./drive");
 
 async function attempt(fn) {
   try {
@@ -18,17 +18,7 @@ async function attempt(fn) {
   }
 }
 
-async function main() {
-  const reportPath = process.argv[2];
-  const store = process.env.STORE;
-  const p = process.env.KEY_PREFIX;
-  const client = new DaprClient({
-    daprHost: "127.0.0.1",
-    daprPort: process.env.DAPR_GRPC_PORT,
-    communicationProtocol: CommunicationProtocolEnum.GRPC,
-    logger: { level: LogLevel.Error },
-  });
-  const state = client.state;
+drive(CommunicationProtocolEnum.GRPC, async ({ client, state, store, p }) => {
   const r = {};
   const big = "x".repeat(300 * 1024); // over HTTP/2's default 64 KiB windows both ways
 
@@ -67,11 +57,5 @@ async function main() {
     return got.filter((v) => v === "").length; // ${p}-s was deleted: all 200 read nothing
   });
 
-  await client.stop();
-  fs.writeFileSync(reportPath, JSON.stringify(r, null, 2));
-}
-
-main().catch((err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exit(1);
+  return r;
 });

@@ -5,8 +5,8 @@
 // error the SDK surfaced) goes into the JSON report, and the Python test checks it.
 "use strict";
 
-const fs = require("fs");
-const { DaprClient, CommunicationProtocolEnum, LogLevel, StateConcurrencyEnum } = require("@dapr/dapr");
+const { CommunicationProtocolEnum, StateConcurrencyEnum } = require("@dapr/dapr");
+const { drive } = require("./drive");
 
 // The SDK reports HTTP errors as Error(JSON.stringify({error, error_msg, status})); save()
 // and delete() return {error} instead of throwing. Both become {error: {status, body}}.
@@ -41,17 +41,7 @@ async function attempt(fn) {
   }
 }
 
-async function main() {
-  const reportPath = process.argv[2];
-  const store = process.env.STORE;
-  const p = process.env.KEY_PREFIX;
-  const client = new DaprClient({
-    daprHost: "127.0.0.1",
-    daprPort: process.env.DAPR_HTTP_PORT,
-    communicationProtocol: CommunicationProtocolEnum.HTTP,
-    logger: { level: LogLevel.Error },
-  });
-  const state = client.state;
+drive(CommunicationProtocolEnum.HTTP, async ({ client, state, store, p }) => {
   const r = {};
 
   r.metadata = await attempt(() => client.metadata.get());
@@ -100,11 +90,5 @@ async function main() {
   r.afterStaleTransaction = await attempt(() => state.getBulk(store, [`${p}-t1`, `${p}-t3`]));
   r.unknownStore = await attempt(() => state.get("no-such-store", `${p}-a`));
 
-  await client.stop();
-  fs.writeFileSync(reportPath, JSON.stringify(r, null, 2));
-}
-
-main().catch((err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exit(1);
+  return r;
 });
