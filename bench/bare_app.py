@@ -5,7 +5,7 @@ It does the least any HTTP front end must do (one ``http.response.start`` and on
 
 ``python -m bench.bare_app uvicorn PORT`` serves it on uvicorn (httptools, uvloop, no
 lifespan, no access log, no Server or Date header); ``python -m bench.bare_app h1 PORT`` serves
-the same body on devinit's own HTTP server (devinit/server/h1.py): the same-stack ceiling.
+the same body on devinit's own HTTP server (devinit/server/http_wire.py): the same-stack ceiling.
 Granian serves ``bench.bare_app:app`` from its own command line.
 """
 
@@ -54,11 +54,11 @@ def serve_uvicorn(port: int) -> None:
 
 
 def serve_h1(port: int) -> None:
-    """devinit's own HTTP server (devinit/server/h1.py) answering the same constant body."""
+    """devinit's own HTTP server (devinit/server/http_wire.py) answering the same constant body."""
     import asyncio
 
-    from devinit.server.h1 import H1Server, Request, Response
-    from devinit.server.http import error_response
+    from devinit.server.http_api import error_response
+    from devinit.server.http_wire import H1Server, Request, Response
 
     answer: Response = (200, [(b"Content-Type", b"application/json")], BODY)
 

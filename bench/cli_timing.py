@@ -75,7 +75,9 @@ def measure(runs: int = 5, with_init: bool = True) -> dict[str, Any]:
 def _init(env: dict[str, str]) -> dict[str, Any]:
     """`devinit init` in a throw-away DEVINIT_HOME (ports chosen free when init accepts them),
     timed until it returns (init returns once the server is healthy), then `uninstall --all`."""
-    help_text = subprocess.run([sys.executable, "-m", "devinit", "init", "--help"], capture_output=True, text=True, env=env, timeout=60).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "devinit", "init", "--help"], capture_output=True, text=True, env=env, timeout=60
+    ).stdout
     argv = [sys.executable, "-m", "devinit", "init"]
     if "--http-port" in help_text:
         argv += ["--http-port", str(free_port())]

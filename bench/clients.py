@@ -58,7 +58,7 @@ async def _closed_loop(
             t0 = time.perf_counter()
             try:
                 await op()
-            except Exception:  # noqa: BLE001 - counted and reported, the load goes on
+            except Exception:
                 errors += 1
                 await asyncio.sleep(0.01)
                 continue
@@ -146,8 +146,12 @@ async def _rmw(port: int, store: str, key: str, duration: float, concurrency: in
                     status, headers, data = await http.request("GET", f"{base}/{key}")
                     if status == 200:
                         n = orjson.loads(data)["n"]
-                        item = {"key": key, "value": {"n": n + 1, "pad": PAD}, "etag": headers[b"etag"].decode(),
-                                "options": {"concurrency": "first-write"}}
+                        item = {
+                            "key": key,
+                            "value": {"n": n + 1, "pad": PAD},
+                            "etag": headers[b"etag"].decode(),
+                            "options": {"concurrency": "first-write"},
+                        }
                     elif status == 204:  # first write of the key: insert only
                         item = {"key": key, "value": {"n": 1, "pad": PAD}, "options": {"concurrency": "first-write"}}
                     else:
@@ -177,22 +181,37 @@ async def _rmw(port: int, store: str, key: str, duration: float, concurrency: in
     await http.close()
     final = orjson.loads(data)["n"] if status == 200 else 0
     return {
-        "latencies": latencies, "seconds": seconds, "increments": increments, "conflicts": conflicts,
-        "errors": errors, "gave_up": gave_up, "final": final,
+        "latencies": latencies,
+        "seconds": seconds,
+        "increments": increments,
+        "conflicts": conflicts,
+        "errors": errors,
+        "gave_up": gave_up,
+        "final": final,
         "retries_mean": (sum(attempts_per_increment) / len(attempts_per_increment) - 1) if attempts_per_increment else None,
         "retries_max": (max(attempts_per_increment) - 1) if attempts_per_increment else None,
     }
 
 
-def rmw(port: int, duration: float, concurrency: int = 16, store: str = "statestore", key: str | None = None, max_attempts: int = 200) -> Measure:
+def rmw(
+    port: int, duration: float, concurrency: int = 16, store: str = "statestore", key: str | None = None, max_attempts: int = 200
+) -> Measure:
     """Increments/s on one hot key; p50/p99 are per successful increment (retries included)."""
     key = key or f"bench-hot-{time.time_ns()}"
     r = _run(_rmw(port, store, key, duration, concurrency, max_attempts))
     lost = r["increments"] - r["final"]
     return _measure(
-        r["latencies"], r["errors"], r["seconds"], f"bench rmw client ({concurrency} asyncio workers, raw HTTP/1.1)",
-        increments=r["increments"], conflicts=r["conflicts"], retries_mean=r["retries_mean"], retries_max=r["retries_max"],
-        gave_up=r["gave_up"], final_value=r["final"], lost_updates=lost,
+        r["latencies"],
+        r["errors"],
+        r["seconds"],
+        f"bench rmw client ({concurrency} asyncio workers, raw HTTP/1.1)",
+        increments=r["increments"],
+        conflicts=r["conflicts"],
+        retries_mean=r["retries_mean"],
+        retries_max=r["retries_max"],
+        gave_up=r["gave_up"],
+        final_value=r["final"],
+        lost_updates=lost,
     )
 
 
@@ -209,6 +228,7 @@ async def _redis_direct(port: int, op: str, duration: float, concurrency: int) -
     try:
         await client.set("bench:direct:plain", value)
         await client.hset("bench:direct:hash", mapping={"data": value, "version": 1})
+
         def devinit_get() -> Awaitable[Any]:
             pipe = client.pipeline(transaction=False)
             for command in read_commands("bench:direct:hash"):
@@ -237,4 +257,3 @@ def redis_direct(port: int, op: str, duration: float, concurrency: int = 32) -> 
     except ImportError:
         parser = "pure-Python parser"
     return _measure(lat, errors, seconds, f"redis-py asyncio, {concurrency} tasks, {parser}")
-

@@ -53,14 +53,22 @@ def wrk(
         env["BENCH_RATE"] = str(rate)
         env["BENCH_THREADS"] = str(threads)
     argv = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", f"--timeout={timeout_s:g}s",
-        "-s", str(LUA), url, "--", *args,
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        *args,
     ]
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no summary (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-    s = json.loads(line[len("BENCH_JSON "):])
+    s = json.loads(line[len("BENCH_JSON ") :])
     seconds = s["duration_us"] / 1e6
     lat = s["latency_us"]
     errors = sum(s["errors"].values())
@@ -82,7 +90,9 @@ def grpc_body(message: Any) -> bytes:
     return b"\0" + len(data).to_bytes(4, "big") + data
 
 
-def _h2load(url: str, body: bytes, runs: list[list[str]], gap: float, timeout: float) -> tuple[int, int, int, list[tuple[int, int]]]:
+def _h2load(
+    url: str, body: bytes, runs: list[list[str]], gap: float, timeout: float
+) -> tuple[int, int, int, list[tuple[int, int]]]:
     """Start one h2load process per entry of ``runs`` (its own arguments), ``gap`` seconds
     apart, all posting ``body`` as a gRPC call to ``url``. Returns (calls succeeded, calls
     failed, bytes of DATA received, one (start us since epoch, duration us) per call)."""
@@ -93,8 +103,22 @@ def _h2load(url: str, body: bytes, runs: list[list[str]], gap: float, timeout: f
         body_file.write_bytes(body)
         procs = []
         for i, args in enumerate(runs):
-            argv = ["h2load", "-m", "1", "-t", "1", "-d", str(body_file), "-H", "content-type: application/grpc",
-                    "-H", "te: trailers", f"--log-file={Path(tmp) / f'log{i}'}", *args, url]
+            argv = [
+                "h2load",
+                "-m",
+                "1",
+                "-t",
+                "1",
+                "-d",
+                str(body_file),
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                f"--log-file={Path(tmp) / f'log{i}'}",
+                *args,
+                url,
+            ]
             t_next = time.monotonic() + gap
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             time.sleep(max(0.0, t_next - time.monotonic()))
@@ -126,8 +150,9 @@ def _h2load_summary(stdout: str) -> tuple[int, int, int]:
     return ok, failed, data
 
 
-def _grpc_measure(ok: int, failed: int, data: int, times: list[float], duration: float, expect_bytes: int, tool: str,
-                  **extra: Any) -> Measure:
+def _grpc_measure(
+    ok: int, failed: int, data: int, times: list[float], duration: float, expect_bytes: int, tool: str, **extra: Any
+) -> Measure:
     """h2load counts HTTP status only (a gRPC error is HTTP 200 too): a run whose answers
     average fewer than ``expect_bytes`` of DATA counts every call as an error."""
     per_answer = data / ok
@@ -149,9 +174,12 @@ def _grpc_measure(ok: int, failed: int, data: int, times: list[float], duration:
 def h2load_grpc(url: str, body: bytes, duration: float, connections: int = 32, expect_bytes: int = 0) -> Measure:
     """gRPC calls flat out with h2load (nghttp2-client): ``connections`` connections, one call
     in flight on each, for ``duration`` seconds."""
-    ok, failed, data, rows = _h2load(url, body, [["-c", str(connections), "-D", str(max(1, round(duration)))]], 0.0, duration + 60)
-    return _grpc_measure(ok, failed, data, [us / 1000 for _, us in rows], duration, expect_bytes,
-                         f"h2load -c{connections} -m1 (gRPC)")
+    ok, failed, data, rows = _h2load(
+        url, body, [["-c", str(connections), "-D", str(max(1, round(duration)))]], 0.0, duration + 60
+    )
+    return _grpc_measure(
+        ok, failed, data, [us / 1000 for _, us in rows], duration, expect_bytes, f"h2load -c{connections} -m1 (gRPC)"
+    )
 
 
 def h2load_grpc_paced(
@@ -166,9 +194,17 @@ def h2load_grpc_paced(
     ok, failed, data, rows = _h2load(url, body, [args] * connections, 1.0 / rate, duration + warmup + 60)
     first = min(t for t, _ in rows)
     times = [us / 1000 for t, us in rows if t - first >= warmup * 1e6]
-    return _grpc_measure(ok, failed, data, times, duration, expect_bytes,
-                         f"h2load x{connections} processes, -c1 --rps {rate / connections:g} each (gRPC; first {warmup:g} s left out)",
-                         target_rate=rate, calls_measured=len(times))
+    return _grpc_measure(
+        ok,
+        failed,
+        data,
+        times,
+        duration,
+        expect_bytes,
+        f"h2load x{connections} processes, -c1 --rps {rate / connections:g} each (gRPC; first {warmup:g} s left out)",
+        target_rate=rate,
+        calls_measured=len(times),
+    )
 
 
 def _redis_benchmark_csv(port: int, connections: int, n: int, args: list[str], timeout: float) -> dict[str, str]:

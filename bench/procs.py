@@ -186,7 +186,15 @@ def start_redis(workdir: Path) -> tuple[Proc, int]:
 
 
 def component_yaml(name: str, ctype: str, metadata: Mapping[str, str]) -> str:
-    lines = ["apiVersion: dapr.io/v1alpha1", "kind: Component", "metadata:", f"  name: {name}", "spec:", f"  type: {ctype}", "  version: v1"]
+    lines = [
+        "apiVersion: dapr.io/v1alpha1",
+        "kind: Component",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  type: {ctype}",
+        "  version: v1",
+    ]
     if metadata:
         lines.append("  metadata:")
         for k, v in metadata.items():
@@ -226,11 +234,18 @@ def start_devinit(kind: str, workdir: Path, redis_port: int | None = None) -> De
     proc = Proc(
         f"devinit serve ({kind})",
         [
-            sys.executable, "-m", "devinit", "serve",
-            "--components-path", str(folder),
-            "--http-port", str(http_port),
-            "--grpc-port", str(grpc_port),
-            "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "devinit",
+            "serve",
+            "--components-path",
+            str(folder),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--log-level",
+            "warning",
         ],
         workdir / f"serve-{kind}.log",
         env=devinit_env(),
@@ -251,12 +266,27 @@ def start_bare(stack: str, workdir: Path) -> tuple[Proc, int]:
     return proc, port
 
 
-_GRANIAN = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--workers", "1", "--http", "1", "--no-ws", "--log-level", "warning"]
+_GRANIAN = [
+    sys.executable,
+    "-m",
+    "granian",
+    "--interface",
+    "asgi",
+    "--host",
+    "127.0.0.1",
+    "--workers",
+    "1",
+    "--http",
+    "1",
+    "--no-ws",
+    "--log-level",
+    "warning",
+]
 #: the stacks the bare app is measured on: devinit's own HTTP server (devinit-h1, the
 #: same-stack ceiling) and the fastest single-worker ASGI servers installed (the best of them
 #: is "fastest bare ASGI", the issue's target base).
 BARE_STACKS: dict[str, list[str]] = {
-    "devinit-h1": [],  # started through bench.bare_app on devinit/server/h1.py
+    "devinit-h1": [],  # started through bench.bare_app on devinit/server/http_wire.py
     "uvicorn": [],  # started through bench.bare_app
     "granian": [*_GRANIAN, "--loop", "uvloop", "bench.bare_app:app"],
     "granian-st-rust": [*_GRANIAN, "--loop", "uvloop", "--runtime-mode", "st", "--task-impl", "rust", "bench.bare_app:app"],

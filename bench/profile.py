@@ -25,9 +25,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 _DEVINIT_FILES = {p.name for p in (Path(__file__).resolve().parents[1] / "devinit").rglob("*.py")}
-_LAYERS = (("uvicorn/", "uvicorn (incl. its socket writes)"), ("granian", "granian"), ("redis/", "redis-py (incl. its socket I/O)"),
-           ("asyncio/runners.py", "event loop (uvloop, native: epoll, reads, callbacks)"), ("asyncio/", "asyncio (tasks, timeouts, streams)"),
-           ("typing.py", "typing (isinstance on Protocols)"))
+_LAYERS = (
+    ("uvicorn/", "uvicorn (incl. its socket writes)"),
+    ("granian", "granian"),
+    ("redis/", "redis-py (incl. its socket I/O)"),
+    ("asyncio/runners.py", "event loop (uvloop, native: epoll, reads, callbacks)"),
+    ("asyncio/", "asyncio (tasks, timeouts, streams)"),
+    ("typing.py", "typing (isinstance on Protocols)"),
+)
 
 
 def layer(frame: str) -> str:
@@ -99,23 +104,62 @@ def main(a: argparse.Namespace) -> int:
                 import urllib.request
 
                 body = b'[{"key":"bench-get","value":"' + b"v" * 1022 + b'"}]'
-                urllib.request.urlopen(urllib.request.Request(srv.url + "/v1.0/state/statestore", data=body, method="POST"), timeout=5)
+                urllib.request.urlopen(
+                    urllib.request.Request(srv.url + "/v1.0/state/statestore", data=body, method="POST"), timeout=5
+                )
                 url = f"{srv.url}/v1.0/state/statestore/bench-get"
                 loadgen.wrk(url, 1, a.connections, a.wrk_threads)
                 seconds = max(3, round(a.duration))
                 result: dict[str, loadgen.Measure] = {}
-                t = threading.Thread(target=lambda: result.setdefault("m", loadgen.wrk(url, seconds + 2, a.connections, a.wrk_threads)))
+                t = threading.Thread(
+                    target=lambda: result.setdefault("m", loadgen.wrk(url, seconds + 2, a.connections, a.wrk_threads))
+                )
                 t.start()
                 for fmt, path in (("raw", base.with_suffix(".txt")),):
-                    subprocess.run(["py-spy", "record", "--pid", str(srv.proc.pid), "--duration", str(seconds), "--rate", "250",
-                                    "--format", fmt, "--output", str(path), "--nonblocking"], check=True, capture_output=True, timeout=seconds + 60)
+                    subprocess.run(
+                        [
+                            "py-spy",
+                            "record",
+                            "--pid",
+                            str(srv.proc.pid),
+                            "--duration",
+                            str(seconds),
+                            "--rate",
+                            "250",
+                            "--format",
+                            fmt,
+                            "--output",
+                            str(path),
+                            "--nonblocking",
+                        ],
+                        check=True,
+                        capture_output=True,
+                        timeout=seconds + 60,
+                    )
                 t.join()
                 # a flame graph from the same load, second pass (py-spy draws SVG from its own samples)
                 t = threading.Thread(target=lambda: loadgen.wrk(url, seconds + 2, a.connections, a.wrk_threads))
                 t.start()
-                subprocess.run(["py-spy", "record", "--pid", str(srv.proc.pid), "--duration", str(seconds), "--rate", "250",
-                                "--format", "flamegraph", "--output", str(base.with_suffix(".svg")), "--nonblocking"],
-                               check=True, capture_output=True, timeout=seconds + 60)
+                subprocess.run(
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(srv.proc.pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "flamegraph",
+                        "--output",
+                        str(base.with_suffix(".svg")),
+                        "--nonblocking",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=seconds + 60,
+                )
                 t.join()
             finally:
                 srv.proc.stop()
@@ -123,8 +167,10 @@ def main(a: argparse.Namespace) -> int:
             if redis_proc is not None:
                 redis_proc.stop()
     m = result.get("m")
-    print(f"profile of devinit serve ({kind}) under wrk GET -c{a.connections}: "
-          + (f"{m.rps:.0f} rps under py-spy (sampling slows it a little)" if m else "wrk failed"))
+    print(
+        f"profile of devinit serve ({kind}) under wrk GET -c{a.connections}: "
+        + (f"{m.rps:.0f} rps under py-spy (sampling slows it a little)" if m else "wrk failed")
+    )
     print(summarize(base.with_suffix(".txt").read_text()))
     print(f"\ncollapsed stacks: {base.with_suffix('.txt')}\nflame graph: {base.with_suffix('.svg')}")
     return 0

@@ -29,8 +29,18 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
     for name, m in c.items():
         if _m(m):
-            out.append({"group": "ceiling", "name": name, "rps": m["rps"], "p50_ms": m["p50_ms"], "p99_ms": m["p99_ms"],
-                        "errors": m["errors"], "tool": m["tool"], "ratios": {}})
+            out.append(
+                {
+                    "group": "ceiling",
+                    "name": name,
+                    "rps": m["rps"],
+                    "p50_ms": m["p50_ms"],
+                    "p99_ms": m["p99_ms"],
+                    "errors": m["errors"],
+                    "tool": m["tool"],
+                    "ratios": {},
+                }
+            )
     for store, ws in result["stores"].items():
         for name, m in ws.items():
             if not _m(m):
@@ -44,17 +54,29 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     is_get = name.startswith("GET") or name.startswith("gRPC")
                     ratios["redis-bench"] = ratio(m["rps"], rb_get if is_get else rb_set)
                     ratios["redis-py"] = ratio(m["rps"], py_get if is_get else py_set)
-            row = {"group": store, "name": name, "rps": m["rps"], "p50_ms": m["p50_ms"], "p99_ms": m["p99_ms"],
-                   "errors": m["errors"], "tool": m["tool"], "ratios": ratios}
+            row = {
+                "group": store,
+                "name": name,
+                "rps": m["rps"],
+                "p50_ms": m["p50_ms"],
+                "p99_ms": m["p99_ms"],
+                "errors": m["errors"],
+                "tool": m["tool"],
+                "ratios": ratios,
+            }
             if name == "RMW hot key":
                 x = m["extra"]
-                row["note"] = (f"{x['increments']} increments, {x['conflicts']} conflicts, retries/increment "
-                               f"mean {x['retries_mean'] if x['retries_mean'] is None else round(x['retries_mean'], 2)} max {x['retries_max']}, "
-                               f"lost updates {x['lost_updates']}")
+                row["note"] = (
+                    f"{x['increments']} increments, {x['conflicts']} conflicts, retries/increment "
+                    f"mean {x['retries_mean'] if x['retries_mean'] is None else round(x['retries_mean'], 2)} max {x['retries_max']}, "
+                    f"lost updates {x['lost_updates']}"
+                )
             if paced:
                 dapr = result["dapr_published"]["grpc" if name.startswith("gRPC") else "http"]
-                row["note"] = (f"target {m['extra'].get('target_rate') or 'fixed rate'}/s, achieved {m['rps']:.0f}/s; "
-                               f"Dapr {'gRPC' if name.startswith('gRPC') else 'HTTP'} published p50 {dapr['p50_ms']} / p99 {dapr['p99_ms']} ms (in-memory, missing key)")
+                row["note"] = (
+                    f"target {m['extra'].get('target_rate') or 'fixed rate'}/s, achieved {m['rps']:.0f}/s; "
+                    f"Dapr {'gRPC' if name.startswith('gRPC') else 'HTTP'} published p50 {dapr['p50_ms']} / p99 {dapr['p99_ms']} ms (in-memory, missing key)"
+                )
             out.append(row)
     return out
 
@@ -91,7 +113,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     red = _get(result, "stores", "redis", "GET", "rps")
     rb = _get(result, "ceilings", "redis-benchmark GET", "rps")
     add("Redis-store GET rps / redis-benchmark GET rps", ratio(red, rb, "redis GET / redis-benchmark GET"), 0.50, True)
-    for t, key in zip(out, ("memory GET / fastest bare ASGI", "redis GET / redis-benchmark GET")):
+    for t, key in zip(out, ("memory GET / fastest bare ASGI", "redis GET / redis-benchmark GET"), strict=False):
         if len(per_round.get(key) or []) > 1:
             t["rounds"] = per_round[key]
     paced = _get(result, "stores", "redis", f"GET @{rate:g}/s")
@@ -102,8 +124,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     gdapr = result["dapr_published"]["grpc"]
     if _m(grpc) is None:
         why = (_get(result, "stores", "redis", "gRPC GET") or {}).get("skipped", "not measured")
-        out.append({"target": f"Redis-store gRPC GetState p50/p99 at {rate:g}/s (Dapr gRPC 0.57 / 1.65 ms)", "value": None,
-                    "goal": "< Dapr", "met": None, "why": why})
+        out.append(
+            {
+                "target": f"Redis-store gRPC GetState p50/p99 at {rate:g}/s (Dapr gRPC 0.57 / 1.65 ms)",
+                "value": None,
+                "goal": "< Dapr",
+                "met": None,
+                "why": why,
+            }
+        )
     else:
         add(f"Redis-store gRPC GetState p50 at {rate:g}/s (Dapr gRPC 0.57 ms)", grpc["p50_ms"], gdapr["p50_ms"], False, " ms")
         add(f"Redis-store gRPC GetState p99 at {rate:g}/s (Dapr gRPC 1.65 ms)", grpc["p99_ms"], gdapr["p99_ms"], False, " ms")
@@ -111,7 +140,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     add("devinit --help", _get(cli, "--help", "median_ms"), 150, False, " ms")
     add("devinit status", _get(cli, "status", "median_ms"), 300, False, " ms")
     add("devinit init (image present) until healthy", _get(cli, "init", "ms"), 3000, False, " ms")
-    for t, key in zip(out[-3:], ("--help", "status", "init")):
+    for t, key in zip(out[-3:], ("--help", "status", "init"), strict=False):
         why = _get(cli, key, "skipped") or cli.get("skipped")
         if why:
             t["why"] = why
@@ -129,11 +158,14 @@ def table(result: dict[str, Any]) -> str:
         f"wrk -t{meta['wrk_threads']} -c{meta['connections']}, {meta['value_bytes']} B values, {meta['cpus']} CPUs, "
         f"load {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}",
         "",
-        f"{'group':<8} {'workload':<36} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'err':>5}  " + " ".join(f"{'x' + c:>13}" for c in RATIO_COLUMNS),
+        f"{'group':<8} {'workload':<36} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'err':>5}  "
+        + " ".join(f"{'x' + c:>13}" for c in RATIO_COLUMNS),
     ]
     for r in result["rows"]:
         ratios = " ".join(f"{_fmt(r['ratios'].get(c), '.2f'):>13}" for c in RATIO_COLUMNS)
-        lines.append(f"{r['group']:<8} {r['name']:<36} {r['rps']:>9.0f} {_fmt(r['p50_ms'], '.2f'):>7} {_fmt(r['p99_ms'], '.2f'):>7} {r['errors']:>5}  {ratios}")
+        lines.append(
+            f"{r['group']:<8} {r['name']:<36} {r['rps']:>9.0f} {_fmt(r['p50_ms'], '.2f'):>7} {_fmt(r['p99_ms'], '.2f'):>7} {r['errors']:>5}  {ratios}"
+        )
         if r.get("note"):
             lines.append(f"{'':<8}   {r['note']}")
     fastest = result["ceilings"].get("bare ASGI fastest")
@@ -141,7 +173,9 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"\nfastest bare ASGI stack: {fastest['stack']} ({fastest['rps']:.0f} rps)")
     for store, ws in result["stores"].items():
         rss = ws.get("rss_kib") or {}
-        lines.append(f"{store:<8} RSS idle {(rss.get('idle') or 0) / 1024:.1f} MiB, loaded peak {(rss.get('loaded_peak') or 0) / 1024:.1f} MiB")
+        lines.append(
+            f"{store:<8} RSS idle {(rss.get('idle') or 0) / 1024:.1f} MiB, loaded peak {(rss.get('loaded_peak') or 0) / 1024:.1f} MiB"
+        )
         for name, m in ws.items():
             if isinstance(m, dict) and "skipped" in m:
                 lines.append(f"{store:<8} {name}: skipped: {m['skipped']}")
@@ -152,8 +186,11 @@ def table(result: dict[str, Any]) -> str:
     for t in result["targets"]:
         verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:g}"
-        lines.append(f"  {verdict:<12} {t['target']}: {value} (goal {t['goal']})" + (f"  [{t['why']}]" if t.get("why") else "")
-                     + (f"  median of rounds {t['rounds']}" if t.get("rounds") else ""))
+        lines.append(
+            f"  {verdict:<12} {t['target']}: {value} (goal {t['goal']})"
+            + (f"  [{t['why']}]" if t.get("why") else "")
+            + (f"  median of rounds {t['rounds']}" if t.get("rounds") else "")
+        )
     for n in result["notes"]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
@@ -188,9 +225,13 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
         ax1.axvline(rb * 0.5, color="#d62728", ls="--", lw=1, label="0.50 x redis-benchmark GET (Redis GET target)")
     ax1.legend(fontsize=8, loc="lower right")
     meta = result["meta"]
-    ax1.set_title(f"throughput, wrk -c{meta['connections']}, 1 KB ({meta['mode']}, {meta['duration_s']:g}s x {meta['rounds']})", fontsize=10)
-    names = [r["group"] + (" gRPC" if r["name"].startswith("gRPC") else "") + (" (missing key)" if "missing" in r["name"] else "")
-             for r in paced]
+    ax1.set_title(
+        f"throughput, wrk -c{meta['connections']}, 1 KB ({meta['mode']}, {meta['duration_s']:g}s x {meta['rounds']})", fontsize=10
+    )
+    names = [
+        r["group"] + (" gRPC" if r["name"].startswith("gRPC") else "") + (" (missing key)" if "missing" in r["name"] else "")
+        for r in paced
+    ]
     p50 = [r["p50_ms"] for r in paced]
     p99 = [r["p99_ms"] for r in paced]
     for proto in ("http", "grpc") if any(r["name"].startswith("gRPC") for r in paced) else ("http",):
@@ -200,7 +241,7 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
     xs = range(len(names))
     ax2.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50", color="#4c72b0")
     ax2.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99", color="#dd8452")
-    for x, a, b in zip(xs, p50, p99):
+    for x, a, b in zip(xs, p50, p99, strict=True):
         ax2.text(x - 0.2, a, f"{a:.2f}", ha="center", va="bottom", fontsize=7)
         ax2.text(x + 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=7)
     ax2.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)

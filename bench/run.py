@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds per workload [10; 3 with --quick]")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds, medians reported [3; 1 with --quick]")
     p.add_argument("--stores", default=",".join(STORES), help="comma-separated subset of memory,sqlite,redis")
-    p.add_argument("--bare-stacks", default=",".join(BARE_STACKS), help=f"ceiling stacks for the bare ASGI app: {','.join(BARE_STACKS)}")
+    p.add_argument(
+        "--bare-stacks", default=",".join(BARE_STACKS), help=f"ceiling stacks for the bare ASGI app: {','.join(BARE_STACKS)}"
+    )
     p.add_argument("--connections", type=int, default=32, help="wrk connections for throughput [32]")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads [1: leaves the other core to the server]")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for the latency runs, requests/s [1000]")
@@ -58,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-init", action="store_true", help="never run 'devinit init' even when it exists")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument("--out", type=Path, default=None, help="JSON path [bench/results/<timestamp>.json]")
-    p.add_argument("--profile", choices=STORES, default=None, help="only profile: serve this store under wrk GET load with py-spy")
+    p.add_argument(
+        "--profile", choices=STORES, default=None, help="only profile: serve this store under wrk GET load with py-spy"
+    )
     args = p.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     args.rate_duration = args.rate_duration if args.rate_duration is not None else max(args.duration, 5.0)
@@ -80,7 +84,9 @@ def log(msg: str) -> None:
 
 def _seed(url: str, key: str, value: bytes) -> None:
     body = b'[{"key":"' + key.encode() + b'","value":' + value + b"}]"
-    req = urllib.request.Request(url + "/v1.0/state/statestore", data=body, method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/v1.0/state/statestore", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 204, r.status
     with urllib.request.urlopen(url + f"/v1.0/state/statestore/{key}", timeout=5) as r:
@@ -106,10 +112,14 @@ def measure_redis_ceilings(redis_port: int, a: argparse.Namespace) -> dict[str, 
     out["redis-benchmark SET"] = loadgen.redis_benchmark(redis_port, "set", a.duration, a.connections)
     # devinit's read is HMGET + PTTL written together (state/redis.read_commands); redis-benchmark
     # sends one command per request, so this row is its HMGET on a 1 KB hash alone.
-    subprocess.run(["redis-cli", "-p", str(redis_port), "HSET", "bench:read:hash", "data", VALUE_1K.decode(), "version", "1"],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_port), "HSET", "bench:read:hash", "data", VALUE_1K.decode(), "version", "1"],
+        capture_output=True,
+        check=True,
+    )
     out["redis-benchmark HMGET"] = loadgen.redis_benchmark_command(
-        redis_port, ["HMGET", "bench:read:hash", "data", "version"], a.duration, a.connections)
+        redis_port, ["HMGET", "bench:read:hash", "data", "version"], a.duration, a.connections
+    )
     out["redis-py GET"] = clients.redis_direct(redis_port, "get", a.duration, a.connections)
     out["redis-py SET"] = clients.redis_direct(redis_port, "set", a.duration, a.connections)
     out["redis-py devinit-GET"] = clients.redis_direct(redis_port, "devinit-get", a.duration, a.connections)
@@ -129,12 +139,15 @@ def measure_store(kind: str, workdir: Path, redis_port: int | None, a: argparse.
             loadgen.wrk(get_url, 1, a.connections, a.wrk_threads)  # warm-up
             results["GET"] = loadgen.wrk(get_url, a.duration, a.connections, a.wrk_threads)
             results["save eventual"] = loadgen.wrk(save_url, a.duration, a.connections, a.wrk_threads, args=("mode=save",))
-            results["save strong"] = loadgen.wrk(save_url, a.duration, a.connections, a.wrk_threads, args=("mode=save", "consistency=strong"))
+            results["save strong"] = loadgen.wrk(
+                save_url, a.duration, a.connections, a.wrk_threads, args=("mode=save", "consistency=strong")
+            )
             results["RMW hot key"] = clients.rmw(srv.http_port, a.duration, concurrency=16)
             results[f"GET @{a.rate:g}/s"] = loadgen.wrk(get_url, a.rate_duration, a.rate_connections, 1, rate=a.rate)
             if kind == "memory":  # Dapr's published figures use the in-memory store and a missing key
                 results[f"GET missing key @{a.rate:g}/s"] = loadgen.wrk(
-                    f"{srv.url}/v1.0/state/statestore/bench-missing", a.rate_duration, a.rate_connections, 1, rate=a.rate)
+                    f"{srv.url}/v1.0/state/statestore/bench-missing", a.rate_duration, a.rate_connections, 1, rate=a.rate
+                )
             if with_hey:
                 h = loadgen.hey(get_url, a.rate_duration, a.rate, a.rate_connections)
                 if h is not None:
@@ -145,11 +158,14 @@ def measure_store(kind: str, workdir: Path, redis_port: int | None, a: argparse.
             expect = len(VALUE_1K)  # an answer without the item's bytes (an error status) is an error
             loadgen.h2load_grpc(get_grpc, body, 1, a.connections)  # warm-up
             results["gRPC GET"] = loadgen.h2load_grpc(get_grpc, body, a.duration, a.connections, expect)
-            results[f"gRPC GET @{a.rate:g}/s"] = loadgen.h2load_grpc_paced(get_grpc, body, a.rate_duration, a.rate, a.rate_connections, expect)
+            results[f"gRPC GET @{a.rate:g}/s"] = loadgen.h2load_grpc_paced(
+                get_grpc, body, a.rate_duration, a.rate, a.rate_connections, expect
+            )
             if kind == "memory":
                 missing = loadgen.grpc_body(api_v1.GetStateRequest(store_name="statestore", key="bench-missing"))
                 results[f"gRPC GET missing key @{a.rate:g}/s"] = loadgen.h2load_grpc_paced(
-                    get_grpc, missing, a.rate_duration, a.rate, a.rate_connections)
+                    get_grpc, missing, a.rate_duration, a.rate, a.rate_connections
+                )
         results["rss_kib"] = {"idle": idle, "loaded_peak": rss.peak}
         if not srv.proc.alive():
             raise RuntimeError(f"devinit serve ({kind}) died under load:\n{srv.proc.log_tail()}")
@@ -213,7 +229,9 @@ def per_round_ratios(ceil_rounds: list[dict[str, Any]], store_rounds: dict[str, 
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         return "unknown"
 
@@ -253,20 +271,26 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 ceil_rounds.append(ceil)
                 for kind in a.store_list:
                     log(f"   devinit serve, {kind} store")
-                    store_rounds[kind].append(measure_store(kind, work, redis_port if kind == "redis" else None, a, with_hey and kind == "redis"))
+                    store_rounds[kind].append(
+                        measure_store(kind, work, redis_port if kind == "redis" else None, a, with_hey and kind == "redis")
+                    )
         finally:
             if redis_proc is not None:
                 redis_proc.stop()
-    cli = cli_timing.measure(runs=a.cli_runs or (3 if a.quick else 7), with_init=not a.no_init) if not a.no_cli else {"skipped": "--no-cli"}
+    cli = (
+        cli_timing.measure(runs=a.cli_runs or (3 if a.quick else 7), with_init=not a.no_init)
+        if not a.no_cli
+        else {"skipped": "--no-cli"}
+    )
     ceilings = _merge(ceil_rounds)
     bare = {k: v for k, v in ceilings.items() if k.startswith("bare ASGI ")}
     if bare:
         fastest = max(bare, key=lambda k: bare[k].rps)
-        ceilings["bare ASGI fastest"] = {"stack": fastest[len("bare ASGI "):], "rps": bare[fastest].rps}
+        ceilings["bare ASGI fastest"] = {"stack": fastest[len("bare ASGI ") :], "rps": bare[fastest].rps}
     stores = {k: _merge(v) for k, v in store_rounds.items()}
     result: dict[str, Any] = {
         "meta": {
-            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "commit": commit,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -292,8 +316,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     result["rows"] = report.rows(result)
     result["targets"] = report.targets(result)
     if "redis" in a.store_list:
-        notes.append("Redis 'save strong' adds no WAIT/WAITAOF here: the bench's redis-server runs without AOF "
-                     "and replicas, so it measures the strong path's extra INFO check only")
+        notes.append(
+            "Redis 'save strong' adds no WAIT/WAITAOF here: the bench's redis-server runs without AOF "
+            "and replicas, so it measures the strong path's extra INFO check only"
+        )
     if "sqlite" in a.store_list:
         notes.append(f"SQLite files live in {tempfile.gettempdir()} (strong saves fsync there)")
     if load_start[0] > (os.cpu_count() or 1) * 0.5:

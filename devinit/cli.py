@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from devinit import __version__
 from devinit.errors import DevinitError
+
+if TYPE_CHECKING:
+    from devinit.docker_redis import PullProgress
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -58,7 +63,8 @@ def serve(
 ) -> None:
     """Run the state server in the foreground until Ctrl-C / SIGTERM."""
     from devinit import paths
-    from devinit.server.serve import ServeOptions, serve as run
+    from devinit.server.serve import ServeOptions
+    from devinit.server.serve import serve as run
 
     opts = ServeOptions(
         components_path=components_path or paths.components_dir(),
@@ -73,7 +79,7 @@ def serve(
     sys.exit(run(opts))
 
 
-def _home_option(f):  # type: ignore[no-untyped-def]
+def _home_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--home",
         type=click.Path(file_okay=False, path_type=Path),
@@ -96,7 +102,9 @@ def _home_option(f):  # type: ignore[no-untyped-def]
 @click.option("--http-port", type=click.IntRange(1, 65535), default=None, help="HTTP API port [default: as before, else 3500].")
 @click.option("--grpc-port", type=click.IntRange(1, 65535), default=None, help="gRPC API port [default: as before, else 50001].")
 @click.option("--force", is_flag=True, help="Overwrite a component file devinit did not write or that was changed.")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, help="Seconds to wait for Redis to answer.")
+@click.option(
+    "--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, help="Seconds to wait for Redis to answer."
+)
 def init(
     home: Path | None,
     store: str | None,
@@ -140,15 +148,15 @@ class _PullDisplay:
         if self.tty and self.drawn:
             click.echo("", err=True)
 
-    def __call__(self, p: object) -> None:
+    def __call__(self, p: PullProgress) -> None:
         from devinit.render import pull_line
 
-        line = pull_line(p)  # type: ignore[arg-type]
+        line = pull_line(p)
         if self.tty:
             click.echo("\r" + line.ljust(79), nl=False, err=True)
             self.drawn = True
-        elif p.layers_done != self.last_done:  # type: ignore[attr-defined]
-            self.last_done = p.layers_done  # type: ignore[attr-defined]
+        elif p.layers_done != self.last_done:
+            self.last_done = p.layers_done
             click.echo(line, err=True)
 
 
@@ -169,7 +177,12 @@ def status(home: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @_home_option
-@click.option("--all", "everything", is_flag=True, help="Also remove the Redis data volume, component files devinit wrote, SQLite data and logs.")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also remove the Redis data volume, component files devinit wrote, SQLite data and logs.",
+)
 def uninstall(home: Path | None, everything: bool) -> None:
     """Stop the server and remove the container (data and component files stay without --all)."""
     from devinit import lifecycle

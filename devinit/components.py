@@ -38,9 +38,7 @@ class ComponentSpec:
 
     def error(self, item: str, reason: str) -> ComponentError:
         """A ComponentError for metadata item ``item`` of this component."""
-        err = ComponentError(str(self.path), f"spec.metadata.{item}", reason)
-        err.component = self.name  # type: ignore[attr-defined]
-        return err
+        return ComponentError(str(self.path), f"spec.metadata.{item}", reason, self.name)
 
 
 @dataclass
@@ -53,7 +51,7 @@ class LoadResult:
     def error_for(self, name: str) -> ComponentError | None:
         """The load error of the component called ``name``, if it failed."""
         for e in self.errors:
-            if getattr(e, "component", None) == name:
+            if e.component == name:
                 return e
         return None
 
@@ -146,7 +144,7 @@ def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSp
 
 
 def _named(err: ComponentError, name: str) -> ComponentError:
-    err.component = name  # type: ignore[attr-defined]
+    err.component = name
     return err
 
 

@@ -78,10 +78,16 @@ def log_file(key: str) -> Path:
 def server_argv(components: Path, http_port: int, grpc_port: int) -> list[str]:
     """The command line of the background server."""
     return [
-        sys.executable, "-m", "devinit", "serve",
-        "--components-path", str(components),
-        "--http-port", str(http_port),
-        "--grpc-port", str(grpc_port),
+        sys.executable,
+        "-m",
+        "devinit",
+        "serve",
+        "--components-path",
+        str(components),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
     ]
 
 
@@ -225,7 +231,7 @@ def pid_alive(pid: int, platform: str | None = None) -> bool:
 def _win_pid_alive(pid: int) -> bool:
     import ctypes
 
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]  # windll exists on Windows only
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
         return False

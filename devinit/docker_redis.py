@@ -186,10 +186,14 @@ class RedisSpec:
         """redis-server's arguments: password, AOF into the /data volume."""
         return [
             "redis-server",
-            "--port", str(REDIS_PORT),
-            "--requirepass", self.password,
-            "--appendonly", "yes",
-            "--dir", "/data",
+            "--port",
+            str(REDIS_PORT),
+            "--requirepass",
+            self.password,
+            "--appendonly",
+            "yes",
+            "--dir",
+            "/data",
         ]
 
     def config_hash(self) -> str:
@@ -252,7 +256,7 @@ class Docker:
         self.endpoint = endpoint
 
     @classmethod
-    def connect(cls, endpoint: Endpoint | None = None, timeout: float = 60.0) -> "Docker":
+    def connect(cls, endpoint: Endpoint | None = None, timeout: float = 60.0) -> Docker:
         """Connect and check the engine answers; DockerError (naming the endpoint) if not."""
         endpoint = endpoint or resolve_endpoint()
         try:
@@ -451,7 +455,7 @@ class Docker:
             if not _is_docker_error(e):
                 raise
             return ""
-        return raw.decode("utf-8", "replace").rstrip()
+        return str(raw.decode("utf-8", "replace")).rstrip()
 
     def wait_ready(self, info: ContainerInfo, port: int, password: str, timeout: float = 60.0) -> None:
         """PING Redis (with the password) until it answers; ReadinessTimeout with its logs if not."""

@@ -30,12 +30,17 @@ class UsageError(DevinitError):
 
 
 class ComponentError(DevinitError):
-    """A component file could not be loaded; names the file, the field and the reason."""
+    """A component file could not be loaded; names the file, the field and the reason.
 
-    def __init__(self, path: str, field: str, reason: str) -> None:
+    ``component`` is the component's name when the file got as far as naming it (None for a
+    file that is not valid YAML, say), so that calls to that store can say why it is missing.
+    """
+
+    def __init__(self, path: str, field: str, reason: str, component: str | None = None) -> None:
         self.path = path
         self.field = field
         self.reason = reason
+        self.component = component
         super().__init__(f"{path}: {field}: {reason}")
 
 

@@ -134,10 +134,10 @@ class _Undo:
     """What this run created, to take back (newest first) if a later step fails."""
 
     def __init__(self) -> None:
-        self.actions: list[tuple[str, Callable[[], None]]] = []
+        self.actions: list[tuple[str, Callable[[], object]]] = []
         self.left: list[str] = []  # things that existed before this run and stay
 
-    def add(self, what: str, action: Callable[[], None]) -> None:
+    def add(self, what: str, action: Callable[[], object]) -> None:
         self.actions.append((what, action))
 
     def run(self) -> str:
@@ -271,7 +271,13 @@ def _init_redis(
     else:
         port = choose_port()
     spec = RedisSpec(home, image, port, password)
-    new_setup["redis"] = {"image": image, "port": port, "password": password, "container": spec.container_name, "volume": spec.volume_name}
+    new_setup["redis"] = {
+        "image": image,
+        "port": port,
+        "password": password,
+        "container": spec.container_name,
+        "volume": spec.volume_name,
+    }
     result.redis_port = port
     result.container = spec.container_name
 
@@ -368,15 +374,15 @@ def _init_server(
     found = daemon.find(key)
     rec = found.record
     same = rec is not None and (rec.http_port, rec.grpc_port, rec.components) == (http_port, grpc_port, str(comp_dir))
-    if found.running and found.healthy and same and not component_changed:
-        result.steps.append(Step("server", "unchanged", f"pid {rec.pid} on port {http_port}"))  # type: ignore[union-attr]
+    if found.running and found.healthy and same and not component_changed and rec is not None:
+        result.steps.append(Step("server", "unchanged", f"pid {rec.pid} on port {http_port}"))
         return
     action = "started"
-    if found.running:
+    if found.running and rec is not None:
         daemon.stop(key)
         action = "restarted"
         why = "new settings" if not same else ("the component changed" if component_changed else "it was not healthy")
-        undo.left.append(f"the previous server (pid {rec.pid}) was stopped")  # type: ignore[union-attr]
+        undo.left.append(f"the previous server (pid {rec.pid}) was stopped")
     elif found.stale:
         daemon.stop(key)  # removes the stale pid file
         action, why = "restarted", "the previous one had stopped"
@@ -496,8 +502,10 @@ def status(home_opt: Path | None = None) -> StatusResult:
             docker = None
         if info is not None:
             password = info.password or (setup.get("redis") or {}).get("password")
-            err = ping(info.host_port, password) if info.state == "running" and info.host_port else f"container is {info.state}"
-            container = ContainerStatus(info.name, info.id[:12], info.state, err is None, info.host_port, info.host_ip, info.image, err)
+            why = ping(info.host_port, password) if info.state == "running" and info.host_port else f"container is {info.state}"
+            container = ContainerStatus(
+                info.name, info.id[:12], info.state, why is None, info.host_port, info.host_ip, info.image, why
+            )
     if store == "redis":
         if docker_status is None or not docker_status.reachable:
             problems.append(f"Docker is not reachable ({docker_status.error if docker_status else '?'})")
@@ -513,7 +521,15 @@ def status(home_opt: Path | None = None) -> StatusResult:
     for spec in loaded.specs:
         components.append(ComponentStatus(spec.name, spec.type, str(spec.path), True))
     for err in loaded.errors:
-        components.append(ComponentStatus(getattr(err, "component", None), None, err.path, False, err.reason if err.field == "(file)" else f"{err.field}: {err.reason}"))
+        components.append(
+            ComponentStatus(
+                err.component,
+                None,
+                err.path,
+                False,
+                err.reason if err.field == "(file)" else f"{err.field}: {err.reason}",
+            )
+        )
     if store and not any(c.valid and c.name == COMPONENT for c in components):
         bad = loaded.error_for(COMPONENT)
         problems.append(
@@ -556,7 +572,9 @@ def status(home_opt: Path | None = None) -> StatusResult:
             stores.append(st)
             if st.status == "down":
                 problems.append(f"the state server cannot use store {st.name!r}: {st.error}")
-    return StatusResult(str(home), store, docker_status, container, sorted(components, key=lambda c: c.file), server, problems, stores)
+    return StatusResult(
+        str(home), store, docker_status, container, sorted(components, key=lambda c: c.file), server, problems, stores
+    )
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:

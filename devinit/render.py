@@ -22,16 +22,14 @@ def render_init(r: InitResult) -> str:
     for s in r.steps:
         lines.append(f"  {s.what:<10} {s.action:<10} {s.detail}")
     lines.append("Everything is already up; nothing changed." if not r.changed else "devinit is up.")
-    where = (
-        f"redis (container {r.container}, 127.0.0.1:{r.redis_port})" if r.store == "redis" else "sqlite (embedded)"
-    )
+    where = f"redis (container {r.container}, 127.0.0.1:{r.redis_port})" if r.store == "redis" else "sqlite (embedded)"
     lines += [
         f"  state API  {r.http_url}",
         f"  gRPC API   localhost:{r.grpc_port}",
         f"  store      {where}",
         f"  component  {r.component_file}",
         f"Try: curl -X POST {r.http_url} -H 'Content-Type: application/json' "
-        f"-d '[{{\"key\":\"hello\",\"value\":\"world\"}}]' && curl {r.http_url}/hello",
+        f'-d \'[{{"key":"hello","value":"world"}}]\' && curl {r.http_url}/hello',
     ]
     return "\n".join(lines)
 
@@ -57,7 +55,13 @@ def render_status(r: StatusResult) -> str:
         rows.append(("container", "missing", "-"))
     for comp in r.components:
         state = "valid" if comp.valid else "invalid"
-        rows.append(("component", state, f"{comp.name or '?'} ({comp.type or '?'}) {comp.file}" + ("" if comp.valid else f": {comp.error}")))
+        rows.append(
+            (
+                "component",
+                state,
+                f"{comp.name or '?'} ({comp.type or '?'}) {comp.file}" + ("" if comp.valid else f": {comp.error}"),
+            )
+        )
     s = r.server
     if s.running:
         state = "healthy" if s.healthy else "unhealthy"

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import store_component  # noqa: E402
+
 from support import DevinitServer, PostgresServer, RedisServer  # noqa: E402
 from workloads import Endpoint, Probe, hammer, increments, transfers  # noqa: E402
 
@@ -64,16 +65,20 @@ def main() -> int:
             t0 = time.monotonic()
             res = increments(eps, f"count-{uuid.uuid4().hex[:8]}", args.clients, args.ops, first_write, args.grpc_share)
             mode = "first-write+etag" if first_write else "last-write, no etag"
-            print(f"increments ({mode}): K={res.clients} N={res.ops} K·N={res.expected} final={res.final} "
-                  f"lost={res.lost} conflicts={res.conflicts} errors={len(res.errors)} in {time.monotonic() - t0:.1f}s")
+            print(
+                f"increments ({mode}): K={res.clients} N={res.ops} K·N={res.expected} final={res.final} "
+                f"lost={res.lost} conflicts={res.conflicts} errors={len(res.errors)} in {time.monotonic() - t0:.1f}s"
+            )
             if first_write and (res.lost or res.errors):
                 bad = True
                 print("  errors:", res.errors[:5])
 
         t0 = time.monotonic()
         tr = transfers(eps, f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}", args.movers, args.moves)
-        print(f"transfers: movers={tr.movers} moves={tr.moves} sum {tr.total_before} -> {tr.total_after} "
-              f"balance={tr.balance} conflicts={tr.conflicts} errors={len(tr.errors)} in {time.monotonic() - t0:.1f}s")
+        print(
+            f"transfers: movers={tr.movers} moves={tr.moves} sum {tr.total_before} -> {tr.total_after} "
+            f"balance={tr.balance} conflicts={tr.conflicts} errors={len(tr.errors)} in {time.monotonic() - t0:.1f}s"
+        )
         bad = bad or tr.total_after != tr.total_before or bool(tr.errors)
 
         if not args.skip_outage and backing is not None:
@@ -95,9 +100,11 @@ def main() -> int:
                 t.join(20)
             first_err = f"{probe.first_error_at - killed:.2f}s" if probe.first_error_at else "none"
             recover = f"{probe.first_ok_after_error - restarted:.2f}s" if probe.first_ok_after_error else "never"
-            print(f"outage ({args.store} killed {args.outage_seconds:g}s): {args.clients} clients, answers {probe.answers}; "
-                  f"first error {first_err} after the kill; first success {recover} after the restart; 500s before the kill {errors_before}; "
-                  f"hangs/resets {len(probe.transport_errors)}; non-JSON errors {len(probe.not_json_errors)}")
+            print(
+                f"outage ({args.store} killed {args.outage_seconds:g}s): {args.clients} clients, answers {probe.answers}; "
+                f"first error {first_err} after the kill; first success {recover} after the restart; 500s before the kill {errors_before}; "
+                f"hangs/resets {len(probe.transport_errors)}; non-JSON errors {len(probe.not_json_errors)}"
+            )
             bad = bad or bool(probe.transport_errors or probe.not_json_errors) or probe.first_ok_after_error is None
     finally:
         for s in servers:

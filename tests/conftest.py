@@ -51,7 +51,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     server.stop()
 
 
-def store_component(kind: str, folder: Path, name: str, redis: RedisServer | PostgresServer | None, extra: dict[str, str] | None = None) -> Path:
+def store_component(
+    kind: str, folder: Path, name: str, redis: RedisServer | PostgresServer | None, extra: dict[str, str] | None = None
+) -> Path:
     """Write a component called ``name`` of store ``kind`` into ``folder`` (``redis`` is the server for redis/postgres)."""
     extra = dict(extra or {})
     if kind == "memory":

@@ -67,7 +67,18 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir), *self.args],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(self.workdir),
+                *self.args,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -94,16 +105,25 @@ class RedisClusterServers:
         self.nodes = [
             RedisServer(
                 workdir / f"node{i}",
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(free_port()), "--cluster-node-timeout", "1000",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                "1000",
                 # the slots of a node that is down fail, the others go on serving
-                "--cluster-require-full-coverage", "no",
+                "--cluster-require-full-coverage",
+                "no",
             )
             for i in range(masters)
         ]
         out = subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stdout + out.stderr
         self.wait_ok()
@@ -146,7 +166,7 @@ def component(name: str, ctype: str, metadata: Mapping[str, str] | None = None) 
         "  metadata:",
     ]
     for k, v in (metadata or {}).items():
-        lines += [f"  - name: {k}", f"    value: \"{v}\""]
+        lines += [f"  - name: {k}", f'    value: "{v}"']
     if not metadata:
         lines[-1] = "  metadata: []"
     return "\n".join(lines) + "\n"
@@ -180,10 +200,16 @@ class DevinitServer:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "devinit", "serve",
-                "--components-path", str(self.components),
-                "--http-port", str(self.http_port),
-                "--grpc-port", str(self.grpc_port),
+                sys.executable,
+                "-m",
+                "devinit",
+                "serve",
+                "--components-path",
+                str(self.components),
+                "--http-port",
+                str(self.http_port),
+                "--grpc-port",
+                str(self.grpc_port),
                 *self.extra,
             ],
             stdout=self._log,
@@ -262,7 +288,10 @@ class PostgresServer:
                     break
         made = subprocess.run(
             [str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **self.user,  # type: ignore[call-overload]
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            **self.user,  # type: ignore[call-overload]
         )
         if made.returncode != 0:
             raise RuntimeError(f"initdb failed in {self.data}: {made.stderr}")
@@ -271,10 +300,21 @@ class PostgresServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1",
-             *[a for kv in self.settings for a in ("-c", kv)]],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "postgres.log", "ab"), **self.user,  # type: ignore[call-overload]
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.workdir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                *[a for kv in self.settings for a in ("-c", kv)],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "postgres.log", "ab"),
+            **self.user,  # type: ignore[call-overload]
         )
         wait_port(self.port, timeout=30)
         deadline = time.monotonic() + 30

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
-import pytest
 
 S = "/v1.0/state/statestore"
 MIB = 1024 * 1024
@@ -63,11 +62,22 @@ def bad_cases(marker: str) -> list[Case]:
     save("invalid UTF-8 in a string", b'[{"key": "k\xff", "value": 1}]')
     save("deeply nested body", b"[" * 5000 + b"]" * 5000)
     save("value nested 1000 deep", ('[{"key": "%s-d", "value": %s}]' % (marker, deep_value)).encode())
-    save("value nested 1000 deep, big int", ('[{"key": "%s-d", "value": [%s, 123456789012345678901]}]' % (marker, deep_value)).encode())
-    save("lone surrogate key, big-int path", ('[%s, {"key": "\\ud800", "value": 123456789012345678901}]' % json.dumps(ok)).encode())
-    save("lone surrogate value, big-int path", ('[%s, {"key": "%s-s", "value": ["\\udc00", 123456789012345678901]}]' % (json.dumps(ok), marker)).encode())
+    save(
+        "value nested 1000 deep, big int",
+        ('[{"key": "%s-d", "value": [%s, 123456789012345678901]}]' % (marker, deep_value)).encode(),
+    )
+    save(
+        "lone surrogate key, big-int path", ('[%s, {"key": "\\ud800", "value": 123456789012345678901}]' % json.dumps(ok)).encode()
+    )
+    save(
+        "lone surrogate value, big-int path",
+        ('[%s, {"key": "%s-s", "value": ["\\udc00", 123456789012345678901]}]' % (json.dumps(ok), marker)).encode(),
+    )
     save("lone surrogate value", ('[%s, {"key": "%s-s", "value": "\\ud800"}]' % (json.dumps(ok), marker)).encode())
-    save("NaN, big-int path", ('[%s, {"key": "%s-n", "value": NaN, "x": 123456789012345678901}]' % (json.dumps(ok), marker)).encode())
+    save(
+        "NaN, big-int path",
+        ('[%s, {"key": "%s-n", "value": NaN, "x": 123456789012345678901}]' % (json.dumps(ok), marker)).encode(),
+    )
     save("object, not array", _j(ok))
     save("number", b"5")
     save("JSON string holding an object", _j(json.dumps(ok)))
@@ -81,8 +91,17 @@ def bad_cases(marker: str) -> list[Case]:
         item(f"key {str(bad_key)[:12]!r}", {"key": bad_key, "value": 1})
     for bad_etag in ({"e": 1}, ["1"], True):
         item(f"etag {bad_etag!r}", {"key": marker + "-e", "value": 1, "etag": bad_etag})
-    for options in ("strong", ["strong"], 5, {"concurrency": "x"}, {"consistency": "x"}, {"consistency": 5},
-                    {"concurrency": ["first-write"]}, {"consistency": {"a": 1}}, {"concurrency": True}):
+    for options in (
+        "strong",
+        ["strong"],
+        5,
+        {"concurrency": "x"},
+        {"consistency": "x"},
+        {"consistency": 5},
+        {"concurrency": ["first-write"]},
+        {"consistency": {"a": 1}},
+        {"concurrency": True},
+    ):
         item(f"options {options!r}", {"key": marker + "-o", "value": 1, "options": options})
     for metadata in ("ttl", ["ttlInSeconds"], 5, {"ttlInSeconds": {"a": 1}}, {"ttlInSeconds": [1]}, {"contentType": {"x": 1}}):
         item(f"metadata {metadata!r}", {"key": marker + "-m", "value": 1, "metadata": metadata})
@@ -101,9 +120,13 @@ def bad_cases(marker: str) -> list[Case]:
     # get and delete: bad keys in the URL, bad options
     for verb in ("GET", "DELETE"):
         for name, path in [
-            ("|| in key", f"{S}/a%7C%7Cb"), ("NUL in key", f"{S}/a%00b"), ("key not UTF-8", f"{S}/%C3%28"),
-            ("key too long", f"{S}/{huge_key}"), ("bad consistency", f"{S}/k?consistency=x"),
-            ("unknown store", "/v1.0/state/nosuchstore/k"), ("empty store", "/v1.0/state//k"),
+            ("|| in key", f"{S}/a%7C%7Cb"),
+            ("NUL in key", f"{S}/a%00b"),
+            ("key not UTF-8", f"{S}/%C3%28"),
+            ("key too long", f"{S}/{huge_key}"),
+            ("bad consistency", f"{S}/k?consistency=x"),
+            ("unknown store", "/v1.0/state/nosuchstore/k"),
+            ("empty store", "/v1.0/state//k"),
         ]:
             cases.append(Case(f"{verb.lower()}: {name}", verb, path))
         cases.append(Case(f"{verb.lower()}: bad consistency header", verb, f"{S}/k", headers={"consistency": "x"}))
@@ -111,15 +134,27 @@ def bad_cases(marker: str) -> list[Case]:
 
     # bulk get
     for name, body in [
-        ("empty", b""), ("not JSON", b"{"), ("invalid UTF-8", b'{"keys": ["\xff"]}'), ("array", b"[]"), ("object without keys", b"{}"),
-        ("keys a string", _j({"keys": "a"})), ("keys numbers", _j({"keys": [1]})), ("keys empty string", _j({"keys": [""]})),
-        ("keys with ||", _j({"keys": ["a||b"]})), ("keys with NUL", _j({"keys": ["a\x00"]})), ("key too long", _j({"keys": [huge_key]})),
-        ("parallelism string", _j({"keys": ["a"], "parallelism": "x"})), ("parallelism negative", _j({"keys": ["a"], "parallelism": -1})),
-        ("parallelism bool", _j({"keys": ["a"], "parallelism": True})), ("deep", b"[" * 5000 + b"]" * 5000),
+        ("empty", b""),
+        ("not JSON", b"{"),
+        ("invalid UTF-8", b'{"keys": ["\xff"]}'),
+        ("array", b"[]"),
+        ("object without keys", b"{}"),
+        ("keys a string", _j({"keys": "a"})),
+        ("keys numbers", _j({"keys": [1]})),
+        ("keys empty string", _j({"keys": [""]})),
+        ("keys with ||", _j({"keys": ["a||b"]})),
+        ("keys with NUL", _j({"keys": ["a\x00"]})),
+        ("key too long", _j({"keys": [huge_key]})),
+        ("parallelism string", _j({"keys": ["a"], "parallelism": "x"})),
+        ("parallelism negative", _j({"keys": ["a"], "parallelism": -1})),
+        ("parallelism bool", _j({"keys": ["a"], "parallelism": True})),
+        ("deep", b"[" * 5000 + b"]" * 5000),
     ]:
         cases.append(Case(f"bulk: {name}", "POST", S + "/bulk", body))
     cases.append(Case("bulk: 5 MiB", "POST", S + "/bulk", b'{"keys": [' + b" " * (5 * MIB) + b"]}", status=413))
-    cases.append(Case("bulk: unknown store", "POST", "/v1.0/state/nosuchstore/bulk", _j({"keys": ["a"]}), code="ERR_STATE_STORE_NOT_FOUND"))
+    cases.append(
+        Case("bulk: unknown store", "POST", "/v1.0/state/nosuchstore/bulk", _j({"keys": ["a"]}), code="ERR_STATE_STORE_NOT_FOUND")
+    )
 
     # transactions: a valid upsert first, then something bad: nothing may be applied
     up = {"operation": "upsert", "request": ok}
@@ -127,7 +162,13 @@ def bad_cases(marker: str) -> list[Case]:
     def tx(name: str, ops: object, **kw: object) -> None:
         cases.append(Case(f"tx: {name}", "POST", S + "/transaction", _j({"operations": ops}), **kw))  # type: ignore[arg-type]
 
-    for name, body in [("empty", b""), ("not JSON", b"nope"), ("array", _j([up])), ("string", _j("x")), ("deep", b"{\"operations\":" + b"[" * 5000 + b"]" * 5000 + b"}")]:
+    for name, body in [
+        ("empty", b""),
+        ("not JSON", b"nope"),
+        ("array", _j([up])),
+        ("string", _j("x")),
+        ("deep", b'{"operations":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+    ]:
         cases.append(Case(f"tx: {name}", "POST", S + "/transaction", body))
     cases.append(Case("tx: 5 MiB", "POST", S + "/transaction", b'{"operations": [' + b" " * (5 * MIB) + b"]}", status=413))
     tx("operations a string", "x")
@@ -140,15 +181,39 @@ def bad_cases(marker: str) -> list[Case]:
         tx(f"key {str(bad_key)[:12]!r}", [up, {"operation": "upsert", "request": {"key": bad_key, "value": 1}}])
         tx(f"delete key {str(bad_key)[:12]!r}", [up, {"operation": "delete", "request": {"key": bad_key}}])
     tx("bad ttl", [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "0"}}}])
-    tx("huge ttl", [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "9" * 30}}}])
+    tx(
+        "huge ttl",
+        [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "9" * 30}}}],
+    )
     tx("bad etag type", [up, {"operation": "delete", "request": {"key": marker + "-x", "etag": {"a": 1}}}])
-    tx("bad options", [up, {"operation": "upsert", "request": {"key": marker + "-x", "value": 1, "options": {"consistency": "x"}}}])
+    tx(
+        "bad options",
+        [up, {"operation": "upsert", "request": {"key": marker + "-x", "value": 1, "options": {"consistency": "x"}}}],
+    )
     cases.append(Case("tx: bad shared metadata", "POST", S + "/transaction", _j({"operations": [up], "metadata": ["x"]})))
-    cases.append(Case("tx: bad shared ttl", "POST", S + "/transaction", _j({"operations": [up], "metadata": {"ttlInSeconds": "x"}})))
-    cases.append(Case("tx: unknown store", "POST", "/v1.0/state/nosuchstore/transaction", _j({"operations": [up]}), code="ERR_STATE_STORE_NOT_FOUND"))
+    cases.append(
+        Case("tx: bad shared ttl", "POST", S + "/transaction", _j({"operations": [up], "metadata": {"ttlInSeconds": "x"}}))
+    )
+    cases.append(
+        Case(
+            "tx: unknown store",
+            "POST",
+            "/v1.0/state/nosuchstore/transaction",
+            _j({"operations": [up]}),
+            code="ERR_STATE_STORE_NOT_FOUND",
+        )
+    )
 
     # the other routes
-    cases.append(Case("query: unknown store", "POST", "/v1.0-alpha1/state/nosuchstore/query", _j({"filter": {}}), code="ERR_STATE_STORE_NOT_FOUND"))
+    cases.append(
+        Case(
+            "query: unknown store",
+            "POST",
+            "/v1.0-alpha1/state/nosuchstore/query",
+            _j({"filter": {}}),
+            code="ERR_STATE_STORE_NOT_FOUND",
+        )
+    )
     cases.append(Case("query: GET", "GET", "/v1.0-alpha1/state/statestore/query", status=405))
     cases.append(Case("metadata: POST", "POST", "/v1.0/metadata", b"{}", status=404))
     cases.append(Case("healthz: POST", "POST", "/v1.0/healthz", b"{}", status=404))
@@ -182,7 +247,11 @@ def test_every_bad_request_is_a_4xx_json_error_and_writes_nothing(server, client
         except ValueError:
             failures.append(f"{case.name}: not JSON: {r.text[:200]}")
             continue
-        if not r.headers.get("content-type", "").startswith("application/json") or not body.get("errorCode") or not body.get("message"):
+        if (
+            not r.headers.get("content-type", "").startswith("application/json")
+            or not body.get("errorCode")
+            or not body.get("message")
+        ):
             failures.append(f"{case.name}: not a JSON error: {r.headers.get('content-type')} {r.text[:200]}")
         elif case.code is not None and body["errorCode"] != case.code:
             failures.append(f"{case.name}: errorCode {body['errorCode']}, expected {case.code}")

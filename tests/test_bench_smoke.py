@@ -1,5 +1,5 @@
 """The bench harness runs end to end on a tiny budget and writes the JSON shape the README
-promises. No timing is asserted (DESIGN.md: timings belong in bench/); only shapes and the
+promises. No timing is asserted (docs/architecture.md: timings belong in bench/); only shapes and the
 correctness figures the harness itself checks (no lost updates on the hot key)."""
 
 from __future__ import annotations
@@ -7,17 +7,32 @@ from __future__ import annotations
 import json
 import shutil
 
-from support import need
-
 from bench import report
 from bench.run import main, parse_args, run
+from support import need
 
 
 def test_bench_quick_shape(tmp_path):
     need(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
     need(shutil.which("h2load") is not None, "h2load is not installed (apt-get install -y nghttp2-client)")
-    a = parse_args(["--duration", "1", "--rate-duration", "1", "--rounds", "1", "--stores", "memory",
-                    "--bare-stacks", "devinit-h1,uvicorn", "--no-hey", "--cli-runs", "1", "--no-init"])
+    a = parse_args(
+        [
+            "--duration",
+            "1",
+            "--rate-duration",
+            "1",
+            "--rounds",
+            "1",
+            "--stores",
+            "memory",
+            "--bare-stacks",
+            "devinit-h1,uvicorn",
+            "--no-hey",
+            "--cli-runs",
+            "1",
+            "--no-init",
+        ]
+    )
     result = run(a)
     json.dumps(result)  # serializable as written to bench/results/
     assert set(result) >= {"meta", "ceilings", "stores", "cli", "rows", "targets", "notes", "dapr_published"}
@@ -42,8 +57,24 @@ def test_bench_cli_writes_json(tmp_path, capsys):
     need(shutil.which("wrk") is not None, "wrk is not installed (apt-get install -y wrk)")
     need(shutil.which("h2load") is not None, "h2load is not installed (apt-get install -y nghttp2-client)")
     out = tmp_path / "r.json"
-    code = main(["--duration", "1", "--rate-duration", "1", "--rounds", "1", "--stores", "memory", "--bare-stacks", "uvicorn",
-                 "--no-hey", "--no-cli", "--out", str(out)])
+    code = main(
+        [
+            "--duration",
+            "1",
+            "--rate-duration",
+            "1",
+            "--rounds",
+            "1",
+            "--stores",
+            "memory",
+            "--bare-stacks",
+            "uvicorn",
+            "--no-hey",
+            "--no-cli",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads(out.read_text())
     assert data["stores"]["memory"]["GET"]["rps"] > 0

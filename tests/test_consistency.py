@@ -1,4 +1,4 @@
-"""Strong consistency has its real meaning per store (STATE_API.md "Consistency").
+"""Strong consistency has its real meaning per store (docs/state-api.md "Consistency").
 
 SQLite: a strong write's commit runs with synchronous=FULL (fsync before the answer); an
 eventual one stays on NORMAL. Redis: a strong write is followed, on the same connection, by
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import redis
-
 from conftest import store_component
-from support import DevinitServer, RedisServer
+
 from devinit.state.base import SetOp
 from devinit.state.sqlite import SqliteStore
+from support import DevinitServer, RedisServer
 
 
 def test_sqlite_strong_commit_is_full_sync(tmp_path: Path):

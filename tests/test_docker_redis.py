@@ -97,7 +97,11 @@ def test_pull_progress_counts_layers_and_bytes() -> None:
     for ev in events:
         p.update(ev)
     assert (p.layers_done, p.layers_total, p.bytes_done, p.bytes_total) == (0, 2, 60, 500)
-    for ev in [{"status": "Download complete", "id": "a"}, {"status": "Pull complete", "id": "a"}, {"status": "Already exists", "id": "c"}]:
+    for ev in [
+        {"status": "Download complete", "id": "a"},
+        {"status": "Pull complete", "id": "a"},
+        {"status": "Already exists", "id": "c"},
+    ]:
         p.update(ev)
     assert (p.layers_done, p.layers_total, p.bytes_done, p.bytes_total) == (2, 3, 110, 500)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from test_durability import crash_during_writes, missing
 
 from lifecycle_support import Home, docker_client, ensure_test_image, labelled, make_home, remove_labelled
 from support import free_port
-from test_durability import crash_during_writes, missing
 
 TOKEN = "tok-" + os.urandom(12).hex()
 S = "/v1.0/state/statestore"
@@ -204,7 +204,9 @@ def test_outage_shown_and_recovered_without_restart(setup: Setup):
     finally:
         setup.client.containers.get(setup.container.id).start()
         setup.wait_redis()
-    ok = [httpx.post(setup.url + S, json=[{"key": "back", "value": i}], headers=headers, timeout=15).status_code for i in range(3)]
+    ok = [
+        httpx.post(setup.url + S, json=[{"key": "back", "value": i}], headers=headers, timeout=15).status_code for i in range(3)
+    ]
     assert ok[-1] == 204, ok
     assert setup.server_pid() == pid  # recovered by itself, not restarted
     for _ in range(100):

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
 from conftest import store_component
+
 from support import DevinitServer, PostgresServer
 from workloads import run_threads
 
@@ -89,8 +89,10 @@ def assert_strong_writes_survive(url: str, crash: Callable[[], None], restart: C
     restart()
     lost_strong = missing(url, strong)
     lost_eventual = missing(url, eventual)
-    print(f"\n[durability {label}] strong acked {len(strong)} lost {len(lost_strong)}; "
-          f"eventual acked {len(eventual)} lost {len(lost_eventual)}")
+    print(
+        f"\n[durability {label}] strong acked {len(strong)} lost {len(lost_strong)}; "
+        f"eventual acked {len(eventual)} lost {len(lost_eventual)}"
+    )
     assert len(strong) >= 10
     assert lost_strong == []
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import backing_server
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from conftest import backing_server
 from devinit.errors import EtagMismatch
 from devinit.state.base import DeleteOp, SetOp, Store
 from support import CI
@@ -47,7 +47,9 @@ COUNTS: dict[str, int] = {}  # examples run per property, printed at the end of 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12)
 )
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8
+)
 weird_keys = st.sampled_from(["", "a||b", "||", "a\x00b", "x" * 2100, " ", "é/%2F?#", "k\u2028"])
 options = st.one_of(
     st.none(),
@@ -63,7 +65,9 @@ options = st.one_of(
 metadata = st.one_of(
     st.none(),
     json_values,
-    st.fixed_dictionaries({"ttlInSeconds": st.sampled_from(["-1", "3600", "0", "-5", "abc", "1.5", "", 3600, True, None, "99999999999"])}),
+    st.fixed_dictionaries(
+        {"ttlInSeconds": st.sampled_from(["-1", "3600", "0", "-5", "abc", "1.5", "", 3600, True, None, "99999999999"])}
+    ),
 )
 
 
@@ -102,8 +106,14 @@ def _marked_keys(body: Any, marker: str) -> list[str]:
     if not isinstance(body, list):
         return []
     return [
-        k for it in body if isinstance(it, dict) and isinstance(k := it.get("key"), str) and k.startswith(marker)
-        and "||" not in k and "\x00" not in k and len(k.encode()) <= 2048  # readable keys only
+        k
+        for it in body
+        if isinstance(it, dict)
+        and isinstance(k := it.get("key"), str)
+        and k.startswith(marker)
+        and "||" not in k
+        and "\x00" not in k
+        and len(k.encode()) <= 2048  # readable keys only
     ]
 
 
@@ -138,12 +148,25 @@ def test_fuzz_bulk_and_transaction_bodies(server, client: httpx.Client):
     marker = f"fzt{uuid.uuid4().hex[:8]}-"
     ops = st.fixed_dictionaries(
         {},
-        optional={"operation": st.one_of(st.sampled_from(["upsert", "delete", "get", ""]), json_values), "request": st.one_of(item_for(marker), json_values)},
+        optional={
+            "operation": st.one_of(st.sampled_from(["upsert", "delete", "get", ""]), json_values),
+            "request": st.one_of(item_for(marker), json_values),
+        },
     )
-    tx_body = st.one_of(st.fixed_dictionaries({}, optional={"operations": st.one_of(st.lists(ops, max_size=4), json_values), "metadata": metadata}), json_values)
+    tx_body = st.one_of(
+        st.fixed_dictionaries(
+            {}, optional={"operations": st.one_of(st.lists(ops, max_size=4), json_values), "metadata": metadata}
+        ),
+        json_values,
+    )
     bulk_body = st.one_of(
-        st.fixed_dictionaries({}, optional={"keys": st.one_of(st.lists(st.one_of(st.text(max_size=8), weird_keys, json_values), max_size=4), json_values),
-                                            "parallelism": st.one_of(st.integers(-2, 10), json_values)}),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "keys": st.one_of(st.lists(st.one_of(st.text(max_size=8), weird_keys, json_values), max_size=4), json_values),
+                "parallelism": st.one_of(st.integers(-2, 10), json_values),
+            },
+        ),
         json_values,
     )
 
@@ -163,7 +186,11 @@ def test_fuzz_bulk_and_transaction_bodies(server, client: httpx.Client):
 
 def test_fuzz_raw_bytes_on_every_body_route(server, client: httpx.Client):
     n = 0
-    raw = st.one_of(st.binary(max_size=64), st.text(max_size=40).map(str.encode), st.builds(lambda v: json.dumps(v).encode()[:-1], json_values))
+    raw = st.one_of(
+        st.binary(max_size=64),
+        st.text(max_size=40).map(str.encode),
+        st.builds(lambda v: json.dumps(v).encode()[:-1], json_values),
+    )
 
     @FUZZ
     @given(raw, st.sampled_from([S, S + "/bulk", S + "/transaction"]))
@@ -276,8 +303,14 @@ def make_machine(kind: str, backing: Any) -> type[RuleBasedStateMachine]:
                 return
             assert ok, "the store applied an operation the contract refuses"
 
-        @rule(key=st.sampled_from(KEYS), value=st.binary(max_size=8), first_write=st.booleans(),
-              etag=st.sampled_from(["none", "current", "stale", "made-up"]), ttl=st.booleans(), strong=st.booleans())
+        @rule(
+            key=st.sampled_from(KEYS),
+            value=st.binary(max_size=8),
+            first_write=st.booleans(),
+            etag=st.sampled_from(["none", "current", "stale", "made-up"]),
+            ttl=st.booleans(),
+            strong=st.booleans(),
+        )
         def save(self, key: str, value: bytes, first_write: bool, etag: str, ttl: bool, strong: bool) -> None:
             e = self.etag_for(key, etag)
             ok = self.model.holds(key, e, first_write)
@@ -294,18 +327,36 @@ def make_machine(kind: str, backing: Any) -> type[RuleBasedStateMachine]:
             if ok:
                 self.model.items.pop(key, None)  # its old etags stay in `seen`: never reused
 
-        @rule(items=st.lists(st.tuples(st.sampled_from(KEYS), st.binary(max_size=4), st.sampled_from(["none", "current", "made-up"])), min_size=1, max_size=3, unique_by=lambda t: t[0]))
+        @rule(
+            items=st.lists(
+                st.tuples(st.sampled_from(KEYS), st.binary(max_size=4), st.sampled_from(["none", "current", "made-up"])),
+                min_size=1,
+                max_size=3,
+                unique_by=lambda t: t[0],
+            )
+        )
         def save_many(self, items: list[tuple[str, bytes, str]]) -> None:
             ops = [SetOp(self.full(k), v, self.etag_for(k, e)) for k, v, e in items]
             expected_failed = [self.full(k) for k, _, e in items if not self.model.holds(k, self.etag_for(k, e), False)]
             failed = self.run(self.store.set_many(ops))
             assert sorted(failed) == sorted(expected_failed)
-            for (k, v, _), op in zip(items, ops):
+            for (k, v, _), op in zip(items, ops, strict=True):
                 if op.key not in failed:
                     self.learn(k, v, False)
 
-        @rule(ops=st.lists(st.tuples(st.sampled_from(["upsert", "delete"]), st.sampled_from(KEYS), st.binary(max_size=4),
-                                     st.sampled_from(["none", "current", "stale"]), st.booleans()), min_size=1, max_size=4))
+        @rule(
+            ops=st.lists(
+                st.tuples(
+                    st.sampled_from(["upsert", "delete"]),
+                    st.sampled_from(KEYS),
+                    st.binary(max_size=4),
+                    st.sampled_from(["none", "current", "stale"]),
+                    st.booleans(),
+                ),
+                min_size=1,
+                max_size=4,
+            )
+        )
         def transact(self, ops: list[tuple[str, str, bytes, str, bool]]) -> None:
             built = []
             pending: dict[str, bool] = {}
@@ -332,7 +383,7 @@ def make_machine(kind: str, backing: Any) -> type[RuleBasedStateMachine]:
         @invariant()
         def reads_match_the_model(self) -> None:
             items = self.run(self.store.bulk_get([self.full(k) for k in KEYS]))
-            for k, item in zip(KEYS, items):
+            for k, item in zip(KEYS, items, strict=True):
                 want = self.model.items.get(k)
                 if want is None:
                     assert item is None, (k, item)

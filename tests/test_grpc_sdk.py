@@ -8,16 +8,15 @@ delete, an operation it cannot send) the test uses the SDK's own generated stub.
 
 from __future__ import annotations
 
-import json
-
 import asyncio
+import json
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -85,7 +84,7 @@ def grpc_error(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[grpc.Statu
 
 
 def parse_rfc3339(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def query_quietly(dapr: DaprClient, store: str) -> None:
@@ -171,9 +170,7 @@ def test_bad_keys_are_invalid_argument(dapr: DaprClient) -> None:
 def test_save_bulk_applies_items_independently(dapr: DaprClient, key: str) -> None:
     dapr.save_state(STORE, key + "-a", "old")
     with pytest.raises(DaprGrpcError) as excinfo:
-        dapr.save_bulk_state(
-            STORE, [StateItem(key + "-a", "new", etag="stale-etag"), StateItem(key + "-b", "b")]
-        )
+        dapr.save_bulk_state(STORE, [StateItem(key + "-a", "new", etag="stale-etag"), StateItem(key + "-b", "b")])
     code, message = grpc_error(excinfo)
     assert code == grpc.StatusCode.ABORTED and f"{key}-a" in message
     assert dapr.get_state(STORE, key + "-a").data == b"old"
@@ -327,8 +324,17 @@ def test_unknown_store(dapr: DaprClient, key: str) -> None:
 def test_query(dapr: DaprClient, key: str) -> None:
     run = key
     for i, state in enumerate(["CA", "WA", "CA"]):
-        dapr.save_state(STORE, f"{key}-{i}", json.dumps({"run": run, "state": state, "n": i}), state_metadata={"contentType": "application/json"})
-    q = {"filter": {"AND": [{"EQ": {"run": run}}, {"EQ": {"state": "CA"}}]}, "sort": [{"key": "n", "order": "DESC"}], "page": {"limit": 1}}
+        dapr.save_state(
+            STORE,
+            f"{key}-{i}",
+            json.dumps({"run": run, "state": state, "n": i}),
+            state_metadata={"contentType": "application/json"},
+        )
+    q = {
+        "filter": {"AND": [{"EQ": {"run": run}}, {"EQ": {"state": "CA"}}]},
+        "sort": [{"key": "n", "order": "DESC"}],
+        "page": {"limit": 1},
+    }
     with pytest.warns(UserWarning, match="Alpha"):
         first = dapr.query_state(STORE, json.dumps(q))
     assert [r.key for r in first.results] == [f"{key}-2"]
@@ -480,8 +486,12 @@ def test_api_token(token_server: DevinitServer, monkeypatch: pytest.MonkeyPatch,
     for token in (None, "wrong"):
         _point_sdk_at(monkeypatch, token_server, token)
         with DaprClient() as d:  # construction only polls the health route: no token needed
-            for call in (lambda: d.get_state(STORE, key), lambda: d.save_state(STORE, key, "x"),
-                         lambda: d.get_metadata(), lambda: d.get_secret("secretstore", "k")):
+            for call in (
+                lambda: d.get_state(STORE, key),
+                lambda: d.save_state(STORE, key, "x"),
+                lambda: d.get_metadata(),
+                lambda: d.get_secret("secretstore", "k"),
+            ):
                 with pytest.raises(grpc.RpcError) as excinfo:
                     call()
                 code, message = grpc_error(excinfo)
@@ -523,9 +533,22 @@ def test_grpc_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "devinit", "serve", "--components-path", str(folder),
-             "--http-port", str(free_port()), "--grpc-port", str(port)],
-            capture_output=True, text=True, timeout=60, env=devinit_env(),
+            [
+                sys.executable,
+                "-m",
+                "devinit",
+                "serve",
+                "--components-path",
+                str(folder),
+                "--http-port",
+                str(free_port()),
+                "--grpc-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=devinit_env(),
         )
     assert proc.returncode == 1
     assert f"port {port} in use" in proc.stderr and "--grpc-port" in proc.stderr
@@ -548,8 +571,11 @@ def test_store_down_is_internal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         with DaprClient() as d:
             d.save_state(STORE, "k", "v")
             redis.stop()
-            for call in (lambda: d.get_state(STORE, "k"), lambda: d.save_state(STORE, "k", "w"),
-                         lambda: d.execute_state_transaction(STORE, [TransactionalStateOperation("k", "w")])):
+            for call in (
+                lambda: d.get_state(STORE, "k"),
+                lambda: d.save_state(STORE, "k", "w"),
+                lambda: d.execute_state_transaction(STORE, [TransactionalStateOperation("k", "w")]),
+            ):
                 with pytest.raises(DaprGrpcError) as excinfo:
                     call()
                 code, message = grpc_error(excinfo)

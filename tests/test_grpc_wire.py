@@ -55,8 +55,15 @@ class Client:
 
     def headers(self, path: str, end_stream: bool = False, extra: list[tuple[str, str]] | None = None) -> int:
         sid = self.conn.get_next_available_stream_id()
-        head = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1"),
-                ("content-type", "application/grpc"), ("te", "trailers"), *(extra or [])]
+        head = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "127.0.0.1"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            *(extra or []),
+        ]
         self.conn.send_headers(sid, head, end_stream=end_stream)
         self.flush()
         return sid
@@ -175,11 +182,21 @@ def test_a_header_block_split_over_continuation_frames(server: DevinitServer) ->
     c = Client(server.grpc_port)
     c.until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events))
     save(c, "cont", b"v")
-    block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", GET), (":authority", "x"),
-                                    ("content-type", "application/grpc"), ("x-pad", "p" * 3000)])
+    block = hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", GET),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+            ("x-pad", "p" * 3000),
+        ]
+    )
     sid = 101
     parts = [block[i : i + 1000] for i in range(0, len(block), 1000)]
-    frames = [_frame(1, 0, sid, parts[0])] + [_frame(9, 0x4 if i == len(parts) - 1 else 0, sid, p) for i, p in enumerate(parts[1:], 1)]
+    frames = [_frame(1, 0, sid, parts[0])] + [
+        _frame(9, 0x4 if i == len(parts) - 1 else 0, sid, p) for i, p in enumerate(parts[1:], 1)
+    ]
     body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="cont"))
     raw = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
     raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"") + b"".join(frames) + _frame(0, 0x1, sid, body))
@@ -316,8 +333,16 @@ def _connect(port: int) -> socket.socket:
 
 
 def _request_block(encoder: hpack.Encoder, path: str = GET, extra: list[tuple[str, str]] | None = None) -> bytes:
-    return encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
-                           ("content-type", "application/grpc"), *(extra or [])])
+    return encoder.encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+            *(extra or []),
+        ]
+    )
 
 
 def test_a_flood_of_empty_continuation_frames_is_a_connection_error(server: DevinitServer) -> None:
@@ -385,8 +410,17 @@ def test_the_deadline_counts_from_the_headers(server: DevinitServer) -> None:
 def test_grpc_web_is_refused(server: DevinitServer) -> None:
     c = Client(server.grpc_port)
     sid = c.conn.get_next_available_stream_id()
-    c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", GET), (":authority", "x"),
-                              ("content-type", "application/grpc-web+proto")], end_stream=True)
+    c.conn.send_headers(
+        sid,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", GET),
+            (":authority", "x"),
+            ("content-type", "application/grpc-web+proto"),
+        ],
+        end_stream=True,
+    )
     c.flush()
     meta, _ = c.result(sid)
     assert meta[b"grpc-status"] == b"2" and b"gRPC-Web" in meta[b"grpc-message"]
@@ -406,7 +440,6 @@ def test_graceful_stop_says_goaway_first_and_finishes_the_calls_in_flight() -> N
     import threading
 
     from devinit.server.grpc_wire import GrpcServer, Reply
-
     from support import free_port
 
     port = free_port()

@@ -33,7 +33,9 @@ def node() -> str:
     if not (JS / "node_modules" / "@dapr" / "dapr" / "package.json").exists():
         proc = subprocess.run(
             [npm_bin, "ci", "--no-audit", "--no-fund", "--prefix", str(JS)],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         need(proc.returncode == 0, f"'npm ci --prefix tests/js' failed:\n{proc.stderr[-2000:]}")
     return node_bin
@@ -41,8 +43,13 @@ def node() -> str:
 
 def run_scenario(node: str, server: DevinitServer, prefix: str, tmp_path: Path, script: str = "state.js") -> dict[str, Any]:
     report = tmp_path / "report.json"
-    env = {**os.environ, "DAPR_HTTP_PORT": str(server.http_port), "DAPR_GRPC_PORT": str(server.grpc_port),
-           "STORE": STORE, "KEY_PREFIX": prefix}
+    env = {
+        **os.environ,
+        "DAPR_HTTP_PORT": str(server.http_port),
+        "DAPR_GRPC_PORT": str(server.grpc_port),
+        "STORE": STORE,
+        "KEY_PREFIX": prefix,
+    }
     env.pop("DAPR_HTTP_ENDPOINT", None)  # would win over the port
     env.pop("DAPR_GRPC_ENDPOINT", None)
     proc = subprocess.run([node, script, str(report)], cwd=JS, env=env, capture_output=True, text=True, timeout=120)

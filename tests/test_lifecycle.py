@@ -236,7 +236,9 @@ def test_failed_step_undoes_what_this_run_created(home: Home) -> None:
             p = h.run(*h.init_args("--image", image, "--redis-port", str(free_port())))
         assert p.returncode == 1, p.stdout + p.stderr
         assert p.stderr.startswith(f"Error: the HTTP port {h.http_port} is already in use")
-        assert "Undone: removed " in p.stderr and "container devinit-redis-" in p.stderr and "volume devinit-redis-data-" in p.stderr
+        assert (
+            "Undone: removed " in p.stderr and "container devinit-redis-" in p.stderr and "volume devinit-redis-data-" in p.stderr
+        )
         assert labelled(client, h.dapr) == ([], [])
         assert not h.component.exists()
         assert not list((h.data / "state").glob("setup-*.json"))

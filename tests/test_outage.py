@@ -7,15 +7,17 @@ import signal
 from pathlib import Path
 
 import httpx
-
 from conftest import store_component
+
 from support import DevinitServer, PostgresServer, RedisServer
 
 # A request that hangs fails the test through this client timeout (a bound, not a timing).
 BOUND = httpx.Timeout(15.0)
 
 
-def serve_on(kind: str, backing: RedisServer | PostgresServer, tmp_path: Path, extra: dict[str, str] | None = None) -> tuple[DevinitServer, str]:
+def serve_on(
+    kind: str, backing: RedisServer | PostgresServer, tmp_path: Path, extra: dict[str, str] | None = None
+) -> tuple[DevinitServer, str]:
     """A `devinit serve` whose store `statestore` lives on ``backing``; its state URL."""
     folder = tmp_path / "components"
     store_component(kind, folder, "statestore", backing, extra)

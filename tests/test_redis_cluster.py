@@ -29,8 +29,12 @@ def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
 def srv(cluster: RedisClusterServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevinitServer]:
     folder = tmp_path_factory.mktemp("cluster-components")
     # one seed is enough: the other masters are found with CLUSTER SLOTS
-    write_component(folder, STORE, "state.redis", {"redisHost": f"127.0.0.1:{cluster.nodes[1].port}", "redisType": "cluster",
-                                                   "dialTimeout": "1s", "readTimeout": "2s"})
+    write_component(
+        folder,
+        STORE,
+        "state.redis",
+        {"redisHost": f"127.0.0.1:{cluster.nodes[1].port}", "redisType": "cluster", "dialTimeout": "1s", "readTimeout": "2s"},
+    )
     s = DevinitServer(folder, "--app-id", "capp")
     yield s
     s.stop()
@@ -116,19 +120,31 @@ def test_an_etag_is_not_handed_out_twice_for_a_key_in_a_cluster(srv: DevinitServ
 
 def test_a_transaction_needs_one_hash_slot_and_says_how(srv: DevinitServer, cluster: RedisClusterServers):
     url = f"{srv.url}/v1.0/state/{STORE}"
-    tx = {"operations": [{"operation": "upsert", "request": {"key": "{order-7}total", "value": 30}},
-                         {"operation": "upsert", "request": {"key": "{order-7}items", "value": ["a", "b"]}}]}
+    tx = {
+        "operations": [
+            {"operation": "upsert", "request": {"key": "{order-7}total", "value": 30}},
+            {"operation": "upsert", "request": {"key": "{order-7}items", "value": ["a", "b"]}},
+        ]
+    }
     assert httpx.post(f"{url}/transaction", json=tx).status_code == 204
     assert httpx.get(f"{url}/{{order-7}}items").json() == ["a", "b"]
     total_etag = httpx.get(f"{url}/{{order-7}}total").headers["etag"]
     # an etag check that fails rolls back the whole transaction
-    bad = {"operations": [{"operation": "upsert", "request": {"key": "{order-7}items", "value": []}},
-                          {"operation": "delete", "request": {"key": "{order-7}total", "etag": "999999"}}]}
+    bad = {
+        "operations": [
+            {"operation": "upsert", "request": {"key": "{order-7}items", "value": []}},
+            {"operation": "delete", "request": {"key": "{order-7}total", "etag": "999999"}},
+        ]
+    }
     assert httpx.post(f"{url}/transaction", json=bad).status_code == 409
     assert httpx.get(f"{url}/{{order-7}}items").json() == ["a", "b"]
     # keys in different slots: refused before anything is written, with the way out
-    spread = {"operations": [{"operation": "upsert", "request": {"key": "tx-left", "value": 1}},
-                             {"operation": "upsert", "request": {"key": "tx-right", "value": 2}}]}
+    spread = {
+        "operations": [
+            {"operation": "upsert", "request": {"key": "tx-left", "value": 1}},
+            {"operation": "upsert", "request": {"key": "tx-right", "value": 2}},
+        ]
+    }
     assert key_slot("capp||tx-left") != key_slot("capp||tx-right")
     r = httpx.post(f"{url}/transaction", json=spread)
     assert r.status_code == 400 and r.json()["errorCode"] == "ERR_STATE_TRANSACTION"
@@ -167,11 +183,13 @@ def test_redirects_are_followed_while_a_slot_moves_and_after(srv: DevinitServer,
 def test_a_seed_outside_the_cluster_is_passed_over(tmp_path: Path, cluster: RedisClusterServers):
     """The first seed is a cluster-mode Redis that never joined (CLUSTER SLOTS: empty): the
     slot map comes from the next seed."""
-    loner = RedisServer(tmp_path / "loner", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-port", str(free_port()))
+    loner = RedisServer(
+        tmp_path / "loner", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())
+    )
     folder = tmp_path / "components"
-    write_component(folder, STORE, "state.redis", {"redisHost": f"{loner.host},127.0.0.1:{cluster.nodes[0].port}",
-                                                   "redisType": "cluster"})
+    write_component(
+        folder, STORE, "state.redis", {"redisHost": f"{loner.host},127.0.0.1:{cluster.nodes[0].port}", "redisType": "cluster"}
+    )
     s = DevinitServer(folder)
     try:
         url = f"{s.url}/v1.0/state/{STORE}"

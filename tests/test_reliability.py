@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import backing_server, store_component
+
 from support import DevinitServer
 from workloads import Endpoint, first_write_race, increments, transfers
 

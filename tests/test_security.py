@@ -13,13 +13,12 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-
 from conftest import store_component
-from support import DevinitServer, RedisServer, write_component
 from test_docker_reliability import LOOPBACK, listening
+
+from support import DevinitServer, RedisServer, write_component
 
 _REAL_COMPARE = hmac.compare_digest
 SECRET = "pw-" + "9f8e7d6c5b4a"
@@ -51,8 +50,8 @@ class _Spy:
 def test_http_front_end_compares_the_token_in_constant_time(monkeypatch: pytest.MonkeyPatch):
     """The HTTP handler (in process) reaches hmac.compare_digest for a wrong token of any length."""
     from devinit.server import runtime as rt
-    from devinit.server.h1 import Request
-    from devinit.server.http import HttpApp
+    from devinit.server.http_api import HttpApp
+    from devinit.server.http_wire import Request
 
     spy = _Spy()
     monkeypatch.setattr(rt.hmac, "compare_digest", spy)
@@ -121,13 +120,29 @@ def test_broken_component_files_name_file_and_field(tmp_path: Path):
     head = "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
     files = {
         "noname.yaml": (head + "metadata: {}\nspec:\n  type: state.redis\n", "metadata.name: missing"),
-        "badapi.yaml": ("apiVersion: v2\nkind: Component\nmetadata:\n  name: badapi\nspec:\n  type: state.redis\n", "apiVersion: 'v2' is not supported"),
+        "badapi.yaml": (
+            "apiVersion: v2\nkind: Component\nmetadata:\n  name: badapi\nspec:\n  type: state.redis\n",
+            "apiVersion: 'v2' is not supported",
+        ),
         "nospec.yaml": (head + "metadata:\n  name: nospec\n", "spec: missing"),
-        "listmeta.yaml": (head + "metadata:\n  name: listmeta\nspec:\n  type: state.redis\n  metadata: {a: 1}\n", "spec.metadata: must be a list"),
-        "entry.yaml": (head + "metadata:\n  name: entry\nspec:\n  type: state.redis\n  metadata:\n  - value: x\n", "spec.metadata[0]: each entry needs a name"),
-        "secretref.yaml": (head + "metadata:\n  name: secretref\nspec:\n  type: state.redis\n  metadata:\n  - name: redisPassword\n    secretKeyRef: {name: s, key: k}\n",
-                           "spec.metadata.redisPassword: secretKeyRef is not supported"),
-        "dictval.yaml": (head + "metadata:\n  name: dictval\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: {a: 1}\n", "spec.metadata.redisHost: value must be a string"),
+        "listmeta.yaml": (
+            head + "metadata:\n  name: listmeta\nspec:\n  type: state.redis\n  metadata: {a: 1}\n",
+            "spec.metadata: must be a list",
+        ),
+        "entry.yaml": (
+            head + "metadata:\n  name: entry\nspec:\n  type: state.redis\n  metadata:\n  - value: x\n",
+            "spec.metadata[0]: each entry needs a name",
+        ),
+        "secretref.yaml": (
+            head
+            + "metadata:\n  name: secretref\nspec:\n  type: state.redis\n  metadata:\n  - name: redisPassword\n    secretKeyRef: {name: s, key: k}\n",
+            "spec.metadata.redisPassword: secretKeyRef is not supported",
+        ),
+        "dictval.yaml": (
+            head
+            + "metadata:\n  name: dictval\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: {a: 1}\n",
+            "spec.metadata.redisHost: value must be a string",
+        ),
         "empty.yaml": ("", None),
         "binary.yaml": ("\udcff", "(file): cannot be read"),
     }
@@ -149,8 +164,13 @@ def test_broken_component_files_name_file_and_field(tmp_path: Path):
         for name, (_, expected) in files.items():
             if expected:
                 assert f"{name}: {expected}" in log, (name, log)
-        for name, field in [("badtimeout", "busyTimeout"), ("badtable", "tableName"), ("badprefix", "keyPrefix"),
-                            ("badttl", "ttlInSeconds"), ("badtls", "enableTLS")]:
+        for name, field in [
+            ("badtimeout", "busyTimeout"),
+            ("badtable", "tableName"),
+            ("badprefix", "keyPrefix"),
+            ("badttl", "ttlInSeconds"),
+            ("badtls", "enableTLS"),
+        ]:
             assert f"{name}.yaml: spec.metadata.{field}: " in log, (name, log)
             r = httpx.get(f"{srv.url}/v1.0/state/{name}/k", timeout=15)
             assert r.status_code == 400 and field in r.json()["message"], r.text

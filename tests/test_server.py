@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-
 from conftest import backing_server, store_component
+
 from support import DevinitServer, RedisServer, write_component
 
 
@@ -155,7 +155,10 @@ def test_busy_port_fails_clearly(tmp_path: Path):
 
         out = subprocess.run(
             [sys.executable, "-m", "devinit", "serve", "--components-path", str(folder), "--http-port", str(first.http_port)],
-            capture_output=True, text=True, timeout=30, env=devinit_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=devinit_env(),
         )
         assert out.returncode != 0
         assert str(first.http_port) in out.stdout + out.stderr

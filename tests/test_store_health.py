@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 import httpx
+from conftest import store_component
 from dapr.proto import api_service_v1, api_v1
 
-from conftest import store_component
 from support import DevinitServer, RedisServer, write_component
 from workloads import Endpoint, Probe, hammer
 

@@ -118,7 +118,7 @@ def run_threads(n: int, target: Callable[[int], None]) -> list[str]:
     def wrap(i: int) -> None:
         try:
             target(i)
-        except BaseException as e:  # noqa: BLE001 - reported to the caller
+        except BaseException as e:
             errors.append(f"client {i}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
@@ -181,7 +181,9 @@ class TransferResult:
     errors: list[str] = field(default_factory=list)
 
 
-def transfers(endpoints: Sequence[Endpoint], a: str, b: str, movers: int, moves: int, start: int = 1000, timeout: float = 30.0) -> TransferResult:
+def transfers(
+    endpoints: Sequence[Endpoint], a: str, b: str, movers: int, moves: int, start: int = 1000, timeout: float = 30.0
+) -> TransferResult:
     """Half the movers move a->b, half b->a, each ``moves`` times, with etags, in transactions."""
     first = httpx.post(endpoints[0].url + S, json=[{"key": a, "value": start}, {"key": b, "value": start}], timeout=timeout)
     first.raise_for_status()
@@ -212,7 +214,9 @@ def transfers(endpoints: Sequence[Endpoint], a: str, b: str, movers: int, moves:
     return TransferResult(movers, moves, 2 * start, got[a] + got[b], (got[a], got[b]), conflicts, errors)
 
 
-def first_write_race(endpoints: Sequence[Endpoint], keys: Sequence[str], clients: int, timeout: float = 30.0) -> dict[str, list[int]]:
+def first_write_race(
+    endpoints: Sequence[Endpoint], keys: Sequence[str], clients: int, timeout: float = 30.0
+) -> dict[str, list[int]]:
     """Every client tries to create every key with first-write; returns, per key, which clients won."""
     winners: dict[str, list[int]] = {k: [] for k in keys}
     lock = threading.Lock()
@@ -280,7 +284,7 @@ def hammer(endpoint: Endpoint, clients: int, stop: threading.Event, probe: Probe
             while not stop.is_set():
                 n += 1
                 calls = (
-                    lambda: c.post(S, json=[{"key": f"hammer-{i}", "value": n}]),
+                    lambda n=n: c.post(S, json=[{"key": f"hammer-{i}", "value": n}]),
                     lambda: c.get(f"{S}/hammer-{i}"),
                 )
                 for call in calls:

@@ -1,6 +1,6 @@
 """Run a request's handler coroutine without an asyncio Task.
 
-Both front ends (``h1``, ``grpc_wire``) start a handler inside the callback that read its
+Both front ends (``http_wire``, ``grpc_wire``) start a handler inside the callback that read its
 request and resume it from the done callback of the future it waits on: what a Task does,
 less its scheduling (a loop turn before it starts) and bookkeeping. Measured on the Redis
 GET hot path (bench/), that was the largest cost left after the socket work; a handler that
@@ -41,16 +41,16 @@ class Driven:
         except StopIteration as stop:
             self.done(stop.value, None)
             return
-        except BaseException as e:  # noqa: BLE001 - handed to done(); KeyboardInterrupt etc. go on up
+        except BaseException as e:
             self.done(None, e)
             if not isinstance(e, Exception | asyncio.CancelledError):
                 raise
             return
         if getattr(waited, "_asyncio_future_blocking", False):  # `await future`, as a Task sees it
-            waited._asyncio_future_blocking = False  # type: ignore[union-attr]
-            self.waiting = waited  # type: ignore[assignment]
-            waited.add_done_callback(self.step)  # type: ignore[union-attr]
-            if self.cancelled and waited.cancel():  # type: ignore[union-attr]
+            waited._asyncio_future_blocking = False
+            self.waiting = waited
+            waited.add_done_callback(self.step)
+            if self.cancelled and waited.cancel():
                 self.cancelled = False  # delivered once, as a Task does
         elif waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next loop turn
             self.loop.call_soon(self.step)

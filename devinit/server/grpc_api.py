@@ -7,7 +7,7 @@ UNIMPLEMENTED, saying so. As in the HTTP front end, every rule that is not about
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
 gRPC status in one place (``DaprServicer.__call__``).
 
-Wire rules of this front end (STATE_API.md):
+Wire rules of this front end (docs/state-api.md):
 - values are raw bytes, stored and returned byte for byte; only an item whose metadata
   says ``contentType: application/json`` is JSON-decoded first, and stored as compact JSON
   text (the form the HTTP front end stores), so both protocols read the same bytes back;
@@ -31,7 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 from devinit.errors import ApiError, GrpcBindError, malformed
 from devinit.server import grpc_wire
 from devinit.server.grpc_wire import Call, Reply
-from devinit.server.http import dumps_value, loads, rfc3339
+from devinit.server.json_values import dumps_value, loads, rfc3339
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
 
@@ -107,8 +107,16 @@ def _item_metadata(item: StoredItem) -> dict[str, str]:
 
 
 IMPLEMENTED = frozenset(
-    {"GetState", "GetBulkState", "SaveState", "DeleteState", "DeleteBulkState",
-     "ExecuteStateTransaction", "QueryStateAlpha1", "GetMetadata"}
+    {
+        "GetState",
+        "GetBulkState",
+        "SaveState",
+        "DeleteState",
+        "DeleteBulkState",
+        "ExecuteStateTransaction",
+        "QueryStateAlpha1",
+        "GetMetadata",
+    }
 )
 
 
@@ -150,7 +158,9 @@ class DaprServicer:
         try:
             request = request_class.FromString(call.message)
         except DecodeError as e:
-            return grpc_wire.error(grpc_wire.INVALID_ARGUMENT, f"the request is not a valid {request_class.DESCRIPTOR.full_name}: {e}")
+            return grpc_wire.error(
+                grpc_wire.INVALID_ARGUMENT, f"the request is not a valid {request_class.DESCRIPTOR.full_name}: {e}"
+            )
         try:
             response = await method(request)
         except ApiError as e:
@@ -214,7 +224,7 @@ class DaprServicer:
         return empty_pb2.Empty()
 
     async def QueryStateAlpha1(self, request: Any) -> Any:  # noqa: N802
-        """The query language of STATE_API.md; ``query`` is the JSON document as text."""
+        """The query language of docs/state-api.md; ``query`` is the JSON document as text."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before a bad query
         results, token = await self.runtime.query(request.store_name, loads(request.query.encode()))
         items = [api_v1.QueryStateItem(key=k, data=v, etag=e) for k, v, e in results]

@@ -30,9 +30,9 @@ import base64
 import logging
 import re
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import hpack
@@ -51,10 +51,23 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: gRPC status codes by name (grpc/doc/statuscodes.md)
 STATUS_CODES = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-    "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-    "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
 }
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 8, 12, 13, 14, 16
@@ -64,7 +77,9 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x6, 0x7, 0x8, 0x9
-S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = range(1, 7)
+S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = (
+    range(1, 7)
+)
 _MAX_WINDOW = (1 << 31) - 1
 _MAX_STREAM_ID = (1 << 31) - 1  # a GOAWAY naming it: no stream refused yet
 _MAX_DETAIL = 2048  # characters of grpc-message (percent-encoding may triple them)
@@ -125,7 +140,7 @@ class Reply:
     trailers: list[tuple[bytes, bytes]] = field(default_factory=list)  # e.g. grpc-status-details-bin
 
 
-Handler = Callable[[Call], Awaitable[Reply]]
+Handler = Callable[[Call], Coroutine[Any, Any, Reply]]
 #: decides at the headers whether a method is served as a unary call; else its early answer
 Route = Callable[[Call], "Reply | None"]
 
@@ -195,13 +210,19 @@ class _Protocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         self.server.connections.add(self)
-        settings = b"".join(struct.pack(">HI", k, v) for k, v in (
-            (S_MAX_CONCURRENT_STREAMS, MAX_STREAMS), (S_INITIAL_WINDOW_SIZE, _STREAM_WINDOW),
-            (S_MAX_FRAME_SIZE, _FRAME_MAX), (S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST), (S_ENABLE_PUSH, 0),
-        ))
-        transport.write(  # type: ignore[attr-defined]
+        settings = b"".join(
+            struct.pack(">HI", k, v)
+            for k, v in (
+                (S_MAX_CONCURRENT_STREAMS, MAX_STREAMS),
+                (S_INITIAL_WINDOW_SIZE, _STREAM_WINDOW),
+                (S_MAX_FRAME_SIZE, _FRAME_MAX),
+                (S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
+                (S_ENABLE_PUSH, 0),
+            )
+        )
+        self.transport.write(
             _frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, (_CONN_WINDOW - 65535).to_bytes(4, "big"))
         )
 
@@ -332,7 +353,9 @@ class _Protocol(asyncio.Protocol):
                 for stream in self.streams.values():
                     stream.window += delta
                     if stream.window > _MAX_WINDOW:
-                        raise _ConnectionError(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE pushed a stream window over 2^31-1")
+                        raise _ConnectionError(
+                            FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE pushed a stream window over 2^31-1"
+                        )
             elif key == S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
                     raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
@@ -392,9 +415,21 @@ class _Protocol(asyncio.Protocol):
             stream.unacked = 0
         if not stream.answered:
             if stream.size + len(payload) > MAX_MESSAGE + 5:
-                self._answer(stream, error(RESOURCE_EXHAUSTED, f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls"))
+                self._answer(
+                    stream,
+                    error(
+                        RESOURCE_EXHAUSTED,
+                        f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls",
+                    ),
+                )
             elif self.buffered + len(payload) > _MAX_BUFFERED:
-                self._answer(stream, error(RESOURCE_EXHAUSTED, f"over {_MAX_BUFFERED >> 20} MiB of unfinished requests on this connection: finish (or cancel) some first"))
+                self._answer(
+                    stream,
+                    error(
+                        RESOURCE_EXHAUSTED,
+                        f"over {_MAX_BUFFERED >> 20} MiB of unfinished requests on this connection: finish (or cancel) some first",
+                    ),
+                )
             else:
                 stream.chunks.append(payload)
                 stream.size += len(payload)
@@ -433,10 +468,15 @@ class _Protocol(asyncio.Protocol):
             return
         early: Reply | None
         if not (content_type == b"application/grpc" or content_type.startswith((b"application/grpc+", b"application/grpc;"))):
-            early = error(UNKNOWN, f"content-type {content_type.decode('latin-1')!r} is not application/grpc (gRPC-Web is not served)")
+            early = error(
+                UNKNOWN, f"content-type {content_type.decode('latin-1')!r} is not application/grpc (gRPC-Web is not served)"
+            )
         elif metadata.get("grpc-encoding", b"identity") != b"identity":
-            early = error(UNIMPLEMENTED, "compressed messages are not supported: send them uncompressed (identity)",
-                          [(b"grpc-accept-encoding", b"identity")])
+            early = error(
+                UNIMPLEMENTED,
+                "compressed messages are not supported: send them uncompressed (identity)",
+                [(b"grpc-accept-encoding", b"identity")],
+            )
         else:
             early = self.server.route(call)
         if early is not None:
@@ -565,6 +605,7 @@ class _Protocol(asyncio.Protocol):
 
         ``pending`` is [message, offset, trailers]: the offset moves, the message is never copied
         whole again (slicing the rest per frame was quadratic in the message size)."""
+        assert stream.pending is not None  # called only with an answer waiting
         message, offset, trailers = stream.pending
         view = memoryview(message)
         end = len(message)

@@ -1,7 +1,7 @@
 """The runtime both front ends call: store lookup, key prefix, validation, error mapping.
 
 Front ends (HTTP, gRPC) turn their wire form into plain values and call one coroutine here;
-every rule of STATE_API.md that does not depend on the wire lives in this module once.
+every rule of docs/state-api.md that does not depend on the wire lives in this module once.
 Errors come out as ``ApiError`` carrying Dapr's errorCode and the HTTP and gRPC status.
 """
 
@@ -114,7 +114,7 @@ def _option(value: Any, allowed: tuple[str, ...], what: str) -> str | None:
         return None
     if value not in allowed:
         raise malformed(f"{what} {value!r} is not valid: use {' or '.join(repr(a) for a in allowed)}")
-    return value
+    return str(value)
 
 
 def parse_options(options: Any, defaults: Mapping[str, str | None] | None = None) -> tuple[bool, bool]:
@@ -122,7 +122,7 @@ def parse_options(options: Any, defaults: Mapping[str, str | None] | None = None
     if options is None:
         options = {}
     elif not isinstance(options, dict):
-        raise malformed("options must be an object like {\"concurrency\": \"first-write\", \"consistency\": \"strong\"}")
+        raise malformed('options must be an object like {"concurrency": "first-write", "consistency": "strong"}')
     defaults = defaults or {}
     concurrency = _option(options.get("concurrency"), CONCURRENCY, "concurrency")
     consistency = _option(options.get("consistency"), CONSISTENCY, "consistency")
@@ -136,7 +136,7 @@ def parse_metadata(metadata: Any) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
-        raise malformed("metadata must be an object of string values, e.g. {\"ttlInSeconds\": \"60\"}")
+        raise malformed('metadata must be an object of string values, e.g. {"ttlInSeconds": "60"}')
     out: dict[str, str] = {}
     for name, value in metadata.items():
         if isinstance(value, bool):
@@ -227,10 +227,9 @@ class Runtime:
                 continue
             entries[spec.name] = entry
         failed: dict[str, str] = {}
-        for e in errors:
-            name = getattr(e, "component", None)
-            if name:
-                failed[name] = str(e)
+        for err in errors:
+            if err.component:
+                failed[err.component] = str(err)
         runtime = cls(entries, failed, app_id, api_token, store_timeout, health_interval)
         runtime.errors = errors
         runtime.monitor.start()
@@ -242,7 +241,7 @@ class Runtime:
         for entry in self.entries.values():
             try:
                 await entry.store.close()
-            except Exception:  # noqa: BLE001 - closing must go on for the other stores
+            except Exception:
                 log.exception("closing store %s", entry.spec.name)
 
     # -- helpers -----------------------------------------------------------------------
@@ -253,7 +252,7 @@ class Runtime:
         if entry is not None:
             return entry
         # files that failed before a component name could be read (bad YAML, unreadable)
-        broken = "; ".join(str(e) for e in self.errors if not getattr(e, "component", None))
+        broken = "; ".join(str(e) for e in self.errors if not e.component)
         broken = f"; component files that failed to load: {broken}" if broken else ""
         if not self.entries and not self.failed:
             raise ApiError(
@@ -287,7 +286,9 @@ class Runtime:
         full = entry.prefix + key
         # 4 bytes per character at most: only a long key needs encoding to be measured.
         if len(full) > MAX_KEY_BYTES // 4 and len(full.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            raise malformed(f"key {key[:40]!r}... is too long: keys (with their prefix) take at most {MAX_KEY_BYTES} bytes of UTF-8")
+            raise malformed(
+                f"key {key[:40]!r}... is too long: keys (with their prefix) take at most {MAX_KEY_BYTES} bytes of UTF-8"
+            )
         return full
 
     @staticmethod
@@ -333,9 +334,11 @@ class Runtime:
         full = self.full_key(entry, key)
         strong = consistency is not None and _option(consistency, CONSISTENCY, "consistency") == "strong"
         if not entry.store.bounded:
-            return await self._call(entry, "ERR_STATE_GET", entry.store.get(full, strong))
+            found: StoredItem | None = await self._call(entry, "ERR_STATE_GET", entry.store.get(full, strong))
+            return found
         try:  # the hot path, without _call's coroutine in between
-            return await entry.store.get(full, strong)
+            item: StoredItem | None = await entry.store.get(full, strong)
+            return item
         except (EtagMismatch, StoreError) as e:
             raise self._failed(entry, "ERR_STATE_GET", e) from None
 
@@ -346,7 +349,7 @@ class Runtime:
             raise malformed("keys must be an array of strings")
         full = [self.full_key(entry, k) for k in keys]
         items = await self._call(entry, "ERR_STATE_BULK_GET", entry.store.bulk_get(full))
-        return list(zip(keys, items))
+        return list(zip(keys, items, strict=True))
 
     def _set_op(self, entry: StoreEntry, req: SaveRequest, defaults: Mapping[str, str | None] | None) -> tuple[SetOp, bool]:
         full = self.full_key(entry, req.key)
@@ -360,9 +363,7 @@ class Runtime:
         parse_metadata(req.metadata)
         return DeleteOp(full, parse_etag(req.etag)), strong
 
-    async def save(
-        self, store: str, items: Sequence[SaveRequest], defaults: Mapping[str, str | None] | None = None
-    ) -> None:
+    async def save(self, store: str, items: Sequence[SaveRequest], defaults: Mapping[str, str | None] | None = None) -> None:
         """Save items independently; 409 naming the keys whose etag check failed."""
         entry = self.entry(store)
         ops = [_at(i, self._set_op, entry, item, defaults) for i, item in enumerate(items)]  # all checked first
@@ -445,8 +446,13 @@ class Runtime:
                 caps.append("ACTOR")
             health = self.monitor.health[name]
             components.append(
-                {"name": name, "type": entry.spec.type, "version": entry.spec.version, "capabilities": caps,
-                 "health": health.as_json()}  # [devinit] extra field: clients ignore what they do not know
+                {
+                    "name": name,
+                    "type": entry.spec.type,
+                    "version": entry.spec.version,
+                    "capabilities": caps,
+                    "health": health.as_json(),
+                }  # [devinit] extra field: clients ignore what they do not know
             )
             # the same as text, for gRPC's string map (GetMetadata has no per-component field)
             extended[f"devinit.health.{name}"] = health.status + (f": {health.error}" if health.error else "")

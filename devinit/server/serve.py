@@ -37,13 +37,19 @@ class ServeOptions:
 
 async def serve_async(opts: ServeOptions) -> int:
     """Serve until a stop signal; returns the process exit code."""
-    from devinit.server.grpc_api import GrpcBindError, start_grpc_server
-    from devinit.server.h1 import H1Server
-    from devinit.server.http import HttpApp, error_response
+    from devinit.errors import GrpcBindError
+    from devinit.server.grpc_api import start_grpc_server
+    from devinit.server.http_api import HttpApp, error_response
+    from devinit.server.http_wire import H1Server
 
     log.debug(
         "settings: host %s, HTTP port %d, gRPC port %d, store timeout %gs, app id %s, API token %s",
-        opts.host, opts.http_port, opts.grpc_port, opts.store_timeout, opts.app_id, "set" if opts.api_token else "not set",
+        opts.host,
+        opts.http_port,
+        opts.grpc_port,
+        opts.store_timeout,
+        opts.app_id,
+        "set" if opts.api_token else "not set",
     )
     runtime = await Runtime.start(opts.components_path, opts.app_id, opts.api_token, opts.store_timeout)
     stores = ", ".join(f"{n} ({e.spec.type})" for n, e in sorted(runtime.entries.items())) or "none"
@@ -66,7 +72,10 @@ async def serve_async(opts: ServeOptions) -> int:
         except OSError as e:
             log.error(
                 "the HTTP server could not listen on %s:%d (is port %d in use? try --http-port): %s",
-                opts.host, opts.http_port, opts.http_port, e.strerror or e,
+                opts.host,
+                opts.http_port,
+                opts.http_port,
+                e.strerror or e,
             )
             return 1
         log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
@@ -75,6 +84,7 @@ async def serve_async(opts: ServeOptions) -> int:
         # stalls in the fixed-rate latency runs of bench/).
         gc.collect()
         gc.freeze()
+
         def stop() -> None:  # both front ends stop taking work at once, then drain
             server.stop()
             grpc_server.begin_stop()
@@ -93,7 +103,9 @@ async def serve_async(opts: ServeOptions) -> int:
 def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """SIGINT/SIGTERM (and Ctrl-Break on Windows) call ``stop`` instead of killing the process."""
     loop = asyncio.get_running_loop()
-    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if sys.platform == "win32" else [])  # type: ignore[attr-defined]
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if sys.platform == "win32":
+        signals.append(signal.SIGBREAK)
     previous = {}
     for sig in signals:
         try:

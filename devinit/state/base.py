@@ -2,7 +2,7 @@
 
 A store sees full keys (the runtime has already validated them and added the key prefix)
 and opaque values (bytes). It never sees HTTP or gRPC. The rules every store follows are
-those of STATE_API.md ("Concurrency", "Consistency", "TTL"):
+those of docs/state-api.md ("Concurrency", "Consistency", "TTL"):
 
 - an etag is an opaque string; every write makes a new one;
 - ``SetOp`` with an etag applies only if a live item exists with that etag; with
@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from devinit.errors import EtagMismatch
 
@@ -57,7 +57,7 @@ class DeleteOp:
     etag: str | None = None
 
 
-Op = Union[SetOp, DeleteOp]
+Op = SetOp | DeleteOp
 
 
 def precondition_holds(op: Op, current: StoredItem | None) -> bool:
@@ -91,7 +91,7 @@ def new_etag() -> str:
     """A fresh etag for stores without a version counter: a random decimal below 2**53.
 
     Decimal, so that the Dapr how-to's unquoted ``"etag": <etag>`` is valid JSON on every store
-    (STATE_API leniency: a numeric etag is taken as its string), and below 2**53, so that a
+    (docs/state-api.md leniency: a numeric etag is taken as its string), and below 2**53, so that a
     JavaScript client parsing it as a number keeps it exact.
     """
     return str(secrets.randbits(52) | 1 << 51)  # always 16 digits: no leading-zero look-alikes
@@ -116,13 +116,13 @@ class Store(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook: most stores need no start
         """Open connections or files. A store that is down may still start (and fail calls)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook: most stores need no close
         """Release connections and files."""
 
-    async def ping(self) -> None:
+    async def ping(self) -> None:  # noqa: B027 - an optional hook: most stores need no ping
         """Raise ``StoreError`` unless the store answers."""
 
     @abc.abstractmethod

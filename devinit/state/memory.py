@@ -76,11 +76,7 @@ class MemoryStore(Store):
 
     async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
         now = time.time()
-        return [
-            (k, it)
-            for k, it in self._items.items()
-            if k.startswith(prefix) and (it.expire_at is None or it.expire_at > now)
-        ]
+        return [(k, it) for k, it in self._items.items() if k.startswith(prefix) and (it.expire_at is None or it.expire_at > now)]
 
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
         failed = failed_keys_in_order(ops, self._live)

@@ -110,7 +110,9 @@ class PostgresStore(Store):
             except StoreError:
                 pass  # next round; reads never return expired items anyway
 
-    async def _run(self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], strong: bool = False, tx: bool = False) -> T:
+    async def _run(
+        self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], strong: bool = False, tx: bool = False
+    ) -> T:
         try:
             async with self._pool.connection(timeout=self.timeout) as conn:
                 if not self._table_ready:
@@ -125,7 +127,7 @@ class PostgresStore(Store):
                     return await fn(conn)
         except EtagMismatch:
             raise
-        except (psycopg.Error, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, psycopg.Error, OSError) as e:
             raise self._error(what, e) from e
 
     async def _create_table(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -134,8 +136,7 @@ class PostgresStore(Store):
             "etag TEXT NOT NULL, expire_at TIMESTAMPTZ)"
         )
         await conn.execute(
-            f'CREATE INDEX IF NOT EXISTS "{self.table}_expire_at" ON "{self.table}" (expire_at) '
-            "WHERE expire_at IS NOT NULL"
+            f'CREATE INDEX IF NOT EXISTS "{self.table}_expire_at" ON "{self.table}" (expire_at) WHERE expire_at IS NOT NULL'
         )
         self._table_ready = True
 

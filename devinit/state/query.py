@@ -119,12 +119,12 @@ def _compare(op: str, have: Any, want: Any) -> bool:
     if kind not in ("number", "string") or kind != _kind(want):
         return False  # ordering only between two numbers or two strings
     if op == "GT":
-        return have > want
+        return bool(have > want)
     if op == "GTE":
-        return have >= want
+        return bool(have >= want)
     if op == "LT":
-        return have < want
-    return have <= want
+        return bool(have < want)
+    return bool(have <= want)
 
 
 def matches(node: dict[str, Any] | None, value: Any) -> bool:

@@ -81,7 +81,9 @@ end
 
 # KEYS: the item, its sequence. ARGV: data, etag ("" = none), first-write ("1"/"0"), ttl
 # seconds ("" = none). Returns the new version, or -1 when the etag / first-write check fails.
-_SET = _NEXT_VERSION + """
+_SET = (
+    _NEXT_VERSION
+    + """
 local cur = redis.call("HGET", KEYS[1], "version")
 if ARGV[2] ~= "" then
   if not cur or cur ~= ARGV[2] then return -1 end
@@ -93,6 +95,7 @@ redis.call("HSET", KEYS[1], "data", ARGV[1], "version", v)
 if ARGV[4] ~= "" then redis.call("EXPIRE", KEYS[1], ARGV[4]) else redis.call("PERSIST", KEYS[1]) end
 return v
 """
+)
 
 # ARGV: etag ("" = none). Returns 1 deleted, 0 absent, -1 etag mismatch.
 _DELETE = """
@@ -106,7 +109,9 @@ return redis.call("DEL", KEYS[1])
 # KEYS: one per operation, then the sequence. ARGV: 5 per operation: kind ("s"/"d"), etag,
 # first-write, ttl, data. Checks every operation in order (seeing the effect of the earlier
 # ones), then applies all, or none. Returns the keys whose check failed (empty: applied).
-_TRANSACT = _NEXT_VERSION + """
+_TRANSACT = (
+    _NEXT_VERSION
+    + """
 local n = #KEYS - 1
 local seq = KEYS[#KEYS]
 local state = {}
@@ -137,6 +142,7 @@ for i = 1, n do
 end
 return {}
 """
+)
 
 log = logging.getLogger("devinit.state.redis")
 _SET_SCRIPT, _DELETE_SCRIPT, _TX_SCRIPT = (Script(x) for x in (_SET, _DELETE, _TRANSACT))
@@ -269,8 +275,16 @@ class RedisStore(Store):
         def make_node(host: str, port: int) -> _Node:
             def lane() -> Lane:
                 return Lane(
-                    host, port, password=password or None, username=username or None, db=db, tls=tls,
-                    dial_timeout=dial_timeout, read_timeout=read_timeout, scripts=SCRIPTS, resolver=resolver,
+                    host,
+                    port,
+                    password=password or None,
+                    username=username or None,
+                    db=db,
+                    tls=tls,
+                    dial_timeout=dial_timeout,
+                    read_timeout=read_timeout,
+                    scripts=SCRIPTS,
+                    resolver=resolver,
                 )
 
             return _Node(f"{host}:{port}", lane)
@@ -280,17 +294,19 @@ class RedisStore(Store):
         seeds = [self._node_at(h, p) for h, p in cluster_seeds]
         self._main = seeds[0] if seeds else make_node(host, port)  # the node (standalone), or the first seed
         self._slots: list[_Node | None] | None = None  # cluster: the master of each slot
-        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[list[_Node | None]] | None = None
 
     @staticmethod
     def _sentinel_resolver(host: str, port: int, master: str, dial_timeout: float, read_timeout: float) -> Any:
         async def resolve() -> tuple[str, int]:
             from redis.asyncio.sentinel import Sentinel  # only Sentinel setups need redis-py
 
-            sentinel = Sentinel([(host, port)], socket_timeout=read_timeout, socket_connect_timeout=dial_timeout)
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ unannotated
+                [(host, port)], socket_timeout=read_timeout, socket_connect_timeout=dial_timeout
+            )
             try:
                 found = await sentinel.discover_master(master)
-            except Exception as e:  # noqa: BLE001 - redis-py raises several kinds here
+            except Exception as e:
                 raise RedisFailure(f"Sentinel at {host}:{port} does not know master {master!r}: {e}") from None
             return found[0], int(found[1])
 
@@ -311,7 +327,7 @@ class RedisStore(Store):
                 if commands[-1][0] in (b"WAIT", b"WAITAOF") and again[-1] != len(commands) - 1:
                     again.append(len(commands) - 1)
                 await lane.run([(b"SCRIPT", b"LOAD", s.source) for s in SCRIPTS])
-                for i, r in zip(again, await lane.run([commands[i] for i in again])):
+                for i, r in zip(again, await lane.run([commands[i] for i in again]), strict=True):
                     replies[i] = r
         except RedisFailure as e:
             if self.cluster:
@@ -377,8 +393,11 @@ class RedisStore(Store):
                 failures.append(str(e))
                 continue
             if isinstance(reply, ReplyError):
-                raise self._error("CLUSTER SLOTS", f"{reply} (node {node.address}; is it a cluster node? "
-                                  "redisType: cluster needs Redis Cluster, use redisType: node otherwise)")
+                raise self._error(
+                    "CLUSTER SLOTS",
+                    f"{reply} (node {node.address}; is it a cluster node? "
+                    "redisType: cluster needs Redis Cluster, use redisType: node otherwise)",
+                )
             slots: list[_Node | None] = [None] * HASH_SLOTS
             for entry in reply:
                 first, last, (host, port, *_) = entry[0], entry[1], entry[2]
@@ -392,7 +411,9 @@ class RedisStore(Store):
                 continue
             self._slots = slots
             return slots
-        raise StoreError(f"Redis store {self.name!r} at {self.address}: no cluster node gave the slot map: " + "; ".join(failures))
+        raise StoreError(
+            f"Redis store {self.name!r} at {self.address}: no cluster node gave the slot map: " + "; ".join(failures)
+        )
 
     async def _node_for(self, key: str | bytes) -> _Node:
         if not self.cluster:
@@ -406,7 +427,9 @@ class RedisStore(Store):
 
     # -- running commands --------------------------------------------------------------
 
-    async def _batch(self, what: str, work: Sequence[tuple[str | bytes, list[tuple[Any, ...]]]], strong: bool = False) -> list[list[Any]]:
+    async def _batch(
+        self, what: str, work: Sequence[tuple[str | bytes, list[tuple[Any, ...]]]], strong: bool = False
+    ) -> list[list[Any]]:
         """Run each key's commands on the node that holds the key (one write per node) and
         return each key's replies, in order; in a cluster, MOVED and ASK are followed."""
         if not self.cluster:  # one node, nothing to route: the commands go out as they are
@@ -425,12 +448,14 @@ class RedisStore(Store):
             for i in pending:
                 node = asking.get(i) or await self._node_for(work[i][0])
                 groups.setdefault(id(node), (node, []))[1].append(i)
-            runs = [self._on_node(what, node, [c for i in idx for c in self._commands(work[i][1], i in asking)], strong)
-                    for node, idx in groups.values()]
+            runs = [
+                self._on_node(what, node, [c for i in idx for c in self._commands(work[i][1], i in asking)], strong)
+                for node, idx in groups.values()
+            ]
             results = await asyncio.gather(*runs) if len(runs) > 1 else [await runs[0]]
             redo: list[int] = []
             again = False
-            for (node, idx), replies in zip(groups.values(), results):
+            for (node, idx), replies in zip(groups.values(), results, strict=True):
                 at = 0
                 for i in idx:
                     step = 2 if i in asking else 1  # an ASKING's own reply before each command's
@@ -521,11 +546,13 @@ class RedisStore(Store):
             lane = node.next_lane()
             cursor = b"0"
             while True:
-                reply = self._ok("query scan", (await self._run("query scan", [(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)], lane))[0])
+                reply = self._ok(
+                    "query scan", (await self._run("query scan", [(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)], lane))[0]
+                )
                 cursor, keys = reply
                 if keys:
                     results = await self._batch("query scan", [(k, read_commands(k)) for k in keys])
-                    for k, (f, p) in zip(keys, results):
+                    for k, (f, p) in zip(keys, results, strict=True):
                         if isinstance(f, ReplyError):
                             continue  # not a hash (a key some other program wrote): not state
                         item = self._item(f, self._ok("query scan", p))
@@ -558,7 +585,9 @@ class RedisStore(Store):
                 log.warning(
                     "Redis store %r at %s: Redis %s has no WAITAOF (7.2+), so a strong write is acknowledged "
                     "before its AOF fsync; with appendfsync everysec an OS crash may lose up to a second of writes",
-                    self.name, node.address, info.get("redis_version", "?"),
+                    self.name,
+                    node.address,
+                    info.get("redis_version", "?"),
                 )
             node.durability = d
         return d
@@ -588,7 +617,7 @@ class RedisStore(Store):
 
     async def set_many(self, ops: Sequence[SetOp], strong: bool = False) -> list[str]:
         replies = await self._writes("save", [(op.key, [self._set_call(op)]) for op in ops], strong)
-        return [op.key for op, r in zip(ops, replies) if r == -1]
+        return [op.key for op, r in zip(ops, replies, strict=True) if r == -1]
 
     async def delete(self, op: DeleteOp, strong: bool = False) -> None:
         (reply,) = await self._writes("delete", [(op.key, [_DELETE_SCRIPT.call((op.key,), (op.etag or "",))])], strong)
@@ -596,8 +625,10 @@ class RedisStore(Store):
             raise EtagMismatch([op.key])
 
     async def delete_many(self, ops: Sequence[DeleteOp], strong: bool = False) -> list[str]:
-        replies = await self._writes("delete", [(op.key, [_DELETE_SCRIPT.call((op.key,), (op.etag or "",))]) for op in ops], strong)
-        return [op.key for op, r in zip(ops, replies) if r == -1]
+        replies = await self._writes(
+            "delete", [(op.key, [_DELETE_SCRIPT.call((op.key,), (op.etag or "",))]) for op in ops], strong
+        )
+        return [op.key for op, r in zip(ops, replies, strict=True) if r == -1]
 
     async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
         if not ops:
@@ -616,6 +647,8 @@ class RedisStore(Store):
                 f"these span {len({key_slot(k) for k in keys})} slots. Put the same hash tag in them, e.g. "
                 f"'{{order-17}}total' and '{{order-17}}items' (Redis hashes only the part in braces)"
             )
-        (failed,) = await self._writes("transaction", [(keys[0], [_TX_SCRIPT.call([*keys, sequence_key(keys[0], self.cluster)], args)])], strong)
+        (failed,) = await self._writes(
+            "transaction", [(keys[0], [_TX_SCRIPT.call([*keys, sequence_key(keys[0], self.cluster)], args)])], strong
+        )
         if failed:
             raise EtagMismatch([k.decode() if isinstance(k, bytes) else k for k in failed])

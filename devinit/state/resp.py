@@ -22,7 +22,7 @@ import hashlib
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -50,7 +50,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.reader = hiredis.Reader()
-        self.waiters: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.waiters: deque[tuple[asyncio.Future[Any] | None, float]] = deque()  # None: first reply of a pair
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
         self.flush_scheduled = False
@@ -59,7 +59,7 @@ class _Connection(asyncio.Protocol):
         self.first: Any = _NONE  # the first reply of a pair, until the second arrives
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection is a Transport
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -196,8 +196,8 @@ class Lane:
         assert fut is not None
         if task.cancelled():
             fut.set_exception(RedisFailure("connecting was cancelled"))
-        elif task.exception() is not None:
-            fut.set_exception(task.exception())  # type: ignore[arg-type]
+        elif (exc := task.exception()) is not None:
+            fut.set_exception(exc)
         else:
             self._conn = task.result()
             fut.set_result(self._conn)
@@ -210,12 +210,15 @@ class Lane:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(loop), self.host, self.port, ssl=context,
+                    lambda: _Connection(loop),
+                    self.host,
+                    self.port,
+                    ssl=context,
                     server_hostname=self.host if context else None,
                 ),
                 self.dial_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             reason = "timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
             raise RedisFailure(f"cannot connect: {reason}") from None
         hello: list[tuple[Any, ...]] = []
@@ -227,7 +230,7 @@ class Lane:
         if hello:
             try:  # the sweeper does not watch a connection yet: bound the handshake here
                 replies = await asyncio.wait_for(self._wait(conn, conn.send(hello)), self.read_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 conn.abort(RedisFailure(f"no answer to the handshake within {self.read_timeout:g}s"))
                 raise RedisFailure(f"no answer to the handshake within {self.read_timeout:g}s") from None
             for reply in replies:
@@ -285,5 +288,3 @@ class Lane:
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()
         self._conn = None
-
-

@@ -103,8 +103,7 @@ class SqliteStore(Store):
             "value BLOB NOT NULL, etag TEXT NOT NULL, expire_at REAL) WITHOUT ROWID"
         )
         conn.execute(
-            f'CREATE INDEX IF NOT EXISTS "{self.table}_expire_at" ON "{self.table}" (expire_at) '
-            "WHERE expire_at IS NOT NULL"
+            f'CREATE INDEX IF NOT EXISTS "{self.table}_expire_at" ON "{self.table}" (expire_at) WHERE expire_at IS NOT NULL'
         )
         self._wconn = conn
 
@@ -188,7 +187,7 @@ class SqliteStore(Store):
             outcomes: list[tuple[bool, Any]] = [(False, done.exception())] * len(batch)
         else:
             outcomes = done.result()
-        for (_, _, fut), (ok, value) in zip(batch, outcomes):
+        for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue  # the caller went away
             if ok:
@@ -212,7 +211,7 @@ class SqliteStore(Store):
                     c.execute("SAVEPOINT op")
                     try:
                         outcomes.append((True, fn(c)))
-                    except Exception as e:  # noqa: BLE001 - handed to that write's caller
+                    except Exception as e:
                         c.execute("ROLLBACK TO op")
                         outcomes.append((False, e))
                     c.execute("RELEASE op")
@@ -304,5 +303,3 @@ class SqliteStore(Store):
                 self._apply(c, op)
 
         await self._write(run, strong)
-
-

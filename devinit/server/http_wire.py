@@ -23,9 +23,10 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any, cast
 
 import httptools
 
@@ -54,7 +55,7 @@ class Request:
 
 #: (status, headers, body); Content-Length and Connection are added by the server
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 def _status_line(status: int) -> bytes:
@@ -93,7 +94,7 @@ class _Protocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         self.last_active = self.loop.time()
         self.server.connections.add(self)
 
@@ -215,7 +216,8 @@ class _Protocol(asyncio.Protocol):
         if error is not None:  # a bug: answer 500, keep serving
             log.error("error while handling %s %s", request.method, request.path.decode("latin-1"), exc_info=error)
             response = self.server.internal_error()
-        self._finish(request, keep_alive, response)  # type: ignore[arg-type]
+        assert response is not None  # Driven gives a result or an error
+        self._finish(request, keep_alive, response)
 
     def _finish(self, request: Request, keep_alive: bool, response: Response) -> None:
         """A handler's answer: write it, then go on with the next queued request."""
@@ -307,16 +309,16 @@ class H1Server:
         self._stopped = asyncio.Event()
 
     def too_large(self) -> Response:
-        return self.error_response(413, f"the request body is over {MAX_BODY // (1024 * 1024)} MiB: split it into smaller requests")
+        return self.error_response(
+            413, f"the request body is over {MAX_BODY // (1024 * 1024)} MiB: split it into smaller requests"
+        )
 
     def internal_error(self) -> Response:
         return self.error_response(500, "internal error in devinit; the server log has the details")
 
     async def start(self) -> None:
         """Bind and listen; raises OSError (e.g. the port is in use)."""
-        self._server = await self.loop.create_server(
-            lambda: _Protocol(self), self.host, self.port, backlog=self.backlog
-        )
+        self._server = await self.loop.create_server(lambda: _Protocol(self), self.host, self.port, backlog=self.backlog)
         self._sweeper = self.loop.create_task(self._sweep_idle())
 
     async def _sweep_idle(self) -> None:

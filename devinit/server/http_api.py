@@ -1,4 +1,4 @@
-"""The HTTP front end: Dapr's state API routes as one handler for ``h1.H1Server``.
+"""The HTTP front end: Dapr's state API routes as one handler for ``http_wire.H1Server``.
 
 No framework: routing is a few byte comparisons on the raw path (so a ``%2F`` in a key stays
 part of the key), bodies are parsed with orjson, and every answer is one ``Response`` tuple.
@@ -7,19 +7,16 @@ Every rule that is not about the wire is the runtime's.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import re
 from collections.abc import Awaitable
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
 from devinit.errors import ApiError, malformed
-from devinit.server.h1 import Request, Response
+from devinit.server.http_wire import Request, Response
+from devinit.server.json_values import dumps_value, embed_value, loads, rfc3339
 from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
 
@@ -31,64 +28,6 @@ _NO_CONTENT: Response = (204, [], b"")
 _STATE = b"/v1.0/state/"
 _QUERY = b"/v1.0-alpha1/state/"
 _WRITE = ("POST", "PUT")
-_DIGITS = [bytes([d]) for d in b"0123456789"]
-_BIG_INT = re.compile(rb"\d{19}")
-
-
-def loads(body: bytes) -> Any:
-    """Parse a JSON request body; a clear 400 when it is not JSON."""
-    if not body:
-        raise malformed("the request body is empty: send a JSON document")
-    try:
-        value = orjson.loads(body)
-        # orjson reads integers beyond 64 bits as floats; only then re-read with the exact parser
-        if _has_big_int(body):
-            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-            # json accepts what orjson refuses: lone surrogates ("\ud800") cannot be stored as
-            # UTF-8 by any store, so refuse them here as orjson does. Encoding once finds them.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return value
-    except (orjson.JSONDecodeError, ValueError, RecursionError) as e:
-        raise malformed(f"the request body is not valid JSON: {e}") from None
-
-
-def _no_constant(name: str) -> Any:
-    """NaN / Infinity are not JSON (orjson refuses them); the exact-integer path refuses them too."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _has_big_int(body: bytes) -> bool:
-    """Whether ``body`` holds a run of 19+ digits; counting digits first skips the regex for most bodies."""
-    return sum(map(body.count, _DIGITS)) >= 19 and _BIG_INT.search(body) is not None
-
-
-def dumps_value(value: Any) -> bytes:
-    """The stored form of a JSON value: its compact JSON text."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits (kept exact), or nesting deeper than orjson's 255
-        try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        except RecursionError:  # orjson.loads takes 1024 levels, json.dumps fewer
-            raise malformed("the value is nested too deeply: keep JSON values under a few hundred levels") from None
-
-
-def rfc3339(epoch: float) -> str:
-    """``ttlExpireTime`` as Dapr writes it: RFC 3339, UTC, whole seconds."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def embed_value(value: bytes) -> Any:
-    """A stored value for a JSON answer: itself when it is JSON, else its text (or base64)."""
-    try:
-        orjson.loads(value)
-        return orjson.Fragment(value)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode()
 
 
 def error_response(status: int, message: str, code: str | None = None) -> Response:
@@ -111,7 +50,9 @@ def _not_found(req: Request) -> ApiError:
 
 
 def _not_allowed(req: Request) -> ApiError:
-    return ApiError("ERR_METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path.decode('latin-1')}", 405, "UNIMPLEMENTED")
+    return ApiError(
+        "ERR_METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path.decode('latin-1')}", 405, "UNIMPLEMENTED"
+    )
 
 
 class HttpApp:

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from devinit.server.h1 import MAX_BODY, H1Server, Request, Response
-from devinit.server.http import error_response
+from devinit.server.http_api import error_response
+from devinit.server.http_wire import MAX_BODY, H1Server, Request, Response
 from support import free_port
-
 
 CALLS: list[bytes] = []  # paths that reached the handler
 
@@ -144,7 +143,7 @@ def test_huge_headers_are_431(port):
 
 
 def test_a_long_pipeline_of_immediate_answers_is_answered_in_order(port):
-    """Handlers that answer without waiting finish inside the read callback (h1._Call): 3000
+    """Handlers that answer without waiting finish inside the read callback (http_wire._Call): 3000
     of them queued behind one that waits must all be answered, in order, without growing the
     stack (each one answered at once must not start the next from inside itself)."""
     n = 3000
@@ -196,7 +195,11 @@ def test_idle_connections_are_closed(port):
 def test_a_refused_request_is_not_run(port):
     """431 for huge headers: the request (httptools goes on parsing it) must not reach the handler."""
     CALLS.clear()
-    got = talk(port, b"POST /refused HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70000 + b"\r\nContent-Length: 3\r\n\r\nabc", until_close=True)
+    got = talk(
+        port,
+        b"POST /refused HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70000 + b"\r\nContent-Length: 3\r\n\r\nabc",
+        until_close=True,
+    )
     assert got.startswith(b"HTTP/1.1 431 ")
     assert talk(port, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"GET /after? len=0")
     assert CALLS == [b"/after"]
@@ -213,7 +216,7 @@ def test_a_client_that_does_not_read_is_not_buffered_without_limit(port):
         try:
             while sent < total:  # bounded by total and by the 3 s timeout of a stalled send
                 sent += s.send(request)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
     assert sent < total
 
