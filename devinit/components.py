@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from devinit.errors import ComponentError
+from devinit.state import STORE_MODULES
 
-#: the state store types devinit serves, with the module that implements each
-STATE_TYPES = ("state.redis", "state.sqlite", "state.in-memory", "state.postgresql")
+#: the state store types devinit serves (state/__init__.py names the module that serves each)
+STATE_TYPES = tuple(STORE_MODULES)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -39,6 +40,50 @@ class ComponentSpec:
     def error(self, item: str, reason: str) -> ComponentError:
         """A ComponentError for metadata item ``item`` of this component."""
         return ComponentError(str(self.path), f"spec.metadata.{item}", reason, self.name)
+
+    # Typed reads of metadata items for the stores' ``from_spec``: an absent or empty item
+    # gives the default; a bad one a ComponentError naming the item.
+
+    def required(self, item: str, hint: str) -> str:
+        """An item that must be given; ``hint`` says what to give (e.g. an example)."""
+        value = self.metadata.get(item, "")
+        if not value:
+            raise self.error(item, f"missing; {hint}")
+        return value
+
+    def integer(self, item: str, default: int) -> int:
+        """A whole number."""
+        raw = self.metadata.get(item)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.error(item, f"{raw!r} is not an integer") from None
+
+    def duration(self, item: str, default: float) -> float:
+        """Seconds, from a Go duration ("500ms", "1m30s") or a plain number of seconds."""
+        raw = self.metadata.get(item)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse_duration(raw, item)
+        except ValueError as e:
+            raise self.error(item, str(e)) from None
+
+    def timeout(self, item: str, default: float) -> float:
+        """A timeout in seconds; it must be positive (devinit never waits forever on a store)."""
+        seconds = self.duration(item, default)
+        if seconds <= 0:
+            raise self.error(item, f"{self.metadata[item]!r} must be a positive duration, e.g. 2s (devinit never waits forever)")
+        return seconds
+
+    def flag(self, item: str) -> bool:
+        """A boolean (Dapr's spellings, see ``parse_bool``); absent is false."""
+        try:
+            return parse_bool(self.metadata.get(item, "false"), item)
+        except ValueError as e:
+            raise self.error(item, str(e)) from None
 
 
 @dataclass

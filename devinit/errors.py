@@ -15,6 +15,8 @@ DevinitError                 base: something the user can act on; the message sa
 ├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
 │   ├── EtagMismatch         a conditional write or delete found another etag (or no item)
 │   └── StoreRefused         the store cannot do the request as given (the caller must change it)
+│       └── BadCursor        a key-listing cursor this store did not give out (or no longer can follow)
+├── QueryError               a state query document that cannot be run (raised by state/query.py)
 └── ApiError                 a state API call failed: carries errorCode and HTTP/gRPC status
 """
 
@@ -87,6 +89,20 @@ class StoreRefused(StoreError):
     """The store is up but cannot do this request as it was given, e.g. a Redis Cluster
     transaction over keys in different hash slots. The message says what to change; the
     runtime answers it as a bad request (HTTP 400, gRPC INVALID_ARGUMENT), the store stays up.
+    """
+
+
+class BadCursor(StoreRefused):
+    """A key listing was given a cursor the store cannot continue from: not one it gave out, or
+    one from before the store changed shape (a Redis Cluster whose masters changed). The message
+    says to start the listing again without a cursor."""
+
+
+class QueryError(DevinitError):
+    """A state query document is malformed; the message says what is wrong and how to write it.
+
+    Raised by ``state/query.py``, which knows nothing of HTTP; the runtime answers it as
+    ``ERR_MALFORMED_REQUEST`` (HTTP 400, gRPC INVALID_ARGUMENT) with the same message.
     """
 
 

@@ -105,7 +105,7 @@ def bad_cases(marker: str) -> list[Case]:
         item(f"options {options!r}", {"key": marker + "-o", "value": 1, "options": options})
     for metadata in ("ttl", ["ttlInSeconds"], 5, {"ttlInSeconds": {"a": 1}}, {"ttlInSeconds": [1]}, {"contentType": {"x": 1}}):
         item(f"metadata {metadata!r}", {"key": marker + "-m", "value": 1, "metadata": metadata})
-    for ttl in ("0", "-2", "abc", "1.5", " ", "1e3", "0x10", "٣", "99999999999999999999", str(2**31), "-1-1"):
+    for ttl in ("-2", "+5", "1_0", "abc", "1.5", " ", "1e3", "0x10", "٣", "99999999999999999999", str(2**31), "-1-1"):
         item(f"ttl {ttl!r}", {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": ttl}})
     cases.append(Case("save: bad consistency param", "POST", S + "?consistency=sometimes", _j([ok])))
     cases.append(Case("save: bad concurrency param", "POST", S + "?concurrency=x", _j([ok])))
@@ -180,7 +180,10 @@ def bad_cases(marker: str) -> list[Case]:
     for bad_key in ("", None, 7, "a||b", "a\x00", huge_key):
         tx(f"key {str(bad_key)[:12]!r}", [up, {"operation": "upsert", "request": {"key": bad_key, "value": 1}}])
         tx(f"delete key {str(bad_key)[:12]!r}", [up, {"operation": "delete", "request": {"key": bad_key}}])
-    tx("bad ttl", [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "0"}}}])
+    tx(
+        "bad ttl",
+        [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "-2"}}}],
+    )
     tx(
         "huge ttl",
         [up, {"operation": "upsert", "request": {"key": marker + "-t", "value": 1, "metadata": {"ttlInSeconds": "9" * 30}}}],

@@ -251,7 +251,25 @@ def test_ttl_header_and_clearing(client, key):
     assert exp.timestamp() <= time.time() + 51
 
 
-@pytest.mark.parametrize("ttl", ["0", "-2", "--5", "+5", "abc", "1.5", "", " ", "1e3", "٣", [1], {"a": 1}])
+def test_ttl_zero_means_no_expiry(client, key):
+    """ttlInSeconds "0" is no expiry, as on every daprd store (on Redis a PERSIST): a key that
+    had a TTL keeps none after a save with "0" (in the body, a query parameter, a transaction)."""
+    for how in ("body", "query", "transaction"):
+        assert save(client, {"key": key, "value": 1, "metadata": {"ttlInSeconds": "100"}}).status_code == 204
+        assert "metadata.ttlExpireTime" in get(client, key).headers
+        if how == "body":
+            r = save(client, {"key": key, "value": 2, "metadata": {"ttlInSeconds": "0"}})
+        elif how == "query":
+            r = client.post(S, params={"metadata.ttlInSeconds": "0"}, json=[{"key": key, "value": 2}])
+        else:
+            op = {"operation": "upsert", "request": {"key": key, "value": 2, "metadata": {"ttlInSeconds": "0"}}}
+            r = client.post(f"{S}/transaction", json={"operations": [op]})
+        assert r.status_code == 204, (how, r.text)
+        got = get(client, key)
+        assert got.json() == 2 and "metadata.ttlExpireTime" not in got.headers, how
+
+
+@pytest.mark.parametrize("ttl", ["-2", "--5", "+5", "1_0", "abc", "1.5", "", " ", "1e3", "٣", "2147483648", [1], {"a": 1}])
 def test_bad_ttl_is_400(client, key, ttl):
     r = save(client, {"key": key, "value": 1, "metadata": {"ttlInSeconds": ttl}})
     if ttl == "":  # empty means "no ttl given"

@@ -292,7 +292,11 @@ def test_ttl_metadata(dapr: DaprClient, stub: api_service_v1.DaprStub, http: htt
     assert http.get(f"/v1.0/state/{STORE}/{key}").headers["metadata.ttlExpireTime"] == resp.metadata["ttlExpireTime"]
     dapr.save_state(STORE, key, "v", state_metadata={"ttlInSeconds": "-1"})  # clears it
     assert "ttlExpireTime" not in stub.GetState(api_v1.GetStateRequest(store_name=STORE, key=key)).metadata
-    for bad in ("abc", "0", "-5"):
+    dapr.save_state(STORE, key, "v", state_metadata={"ttlInSeconds": "3600"})
+    assert "ttlExpireTime" in stub.GetState(api_v1.GetStateRequest(store_name=STORE, key=key)).metadata
+    dapr.save_state(STORE, key, "v", state_metadata={"ttlInSeconds": "0"})  # 0: no expiry, as daprd (Redis: PERSIST)
+    assert "ttlExpireTime" not in stub.GetState(api_v1.GetStateRequest(store_name=STORE, key=key)).metadata
+    for bad in ("abc", "-2", "-5", "+5", "1_0"):
         with pytest.raises(DaprGrpcError) as excinfo:
             dapr.save_state(STORE, key, "v", state_metadata={"ttlInSeconds": bad})
         code, message = grpc_error(excinfo)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -154,23 +155,52 @@ def test_the_hand_packed_read_is_what_redis_parses(redis_server: RedisServer) ->
     assert replies == [[b"d", b"2"], -1]
 
 
-def test_after_a_script_flush_only_what_redis_did_not_run_is_sent_again(redis_server: RedisServer) -> None:
-    """A batch in which Redis ran some scripts and refused others (NOSCRIPT, as after a SCRIPT
-    FLUSH between them): the refused ones are sent again, the others are not run twice."""
-    from devinit.state.resp import Script
+@pytest.mark.parametrize("strong", [False, True])
+def test_after_a_script_flush_only_what_redis_did_not_run_is_sent_again(tmp_path: Path, strong: bool) -> None:
+    """Issue 13 point 15. One pipelined batch: a conditional save, then SCRIPT FLUSH (as another
+    client may send between two of our commands), then a second save. Redis runs the first,
+    flushes, and refuses the second (NOSCRIPT). Only the second may be sent again: sending the
+    whole batch again (the old behaviour) ran the first save twice, and its second run found
+    its own new etag and answered -1 (a 409 for a write that was applied).
+
+    Strong: the node has a replica, so the batch ends with a WAIT, which must be sent again
+    after the re-sent save, so that it covers it."""
+    primary = RedisServer(tmp_path / "primary", "--repl-diskless-sync-delay", "0")
+    replica = RedisServer(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port)) if strong else None
 
     async def run() -> None:
-        store = RedisStore("flush", "127.0.0.1", redis_server.port)
+        store = RedisStore("flush", "127.0.0.1", primary.port)
         await store.start()
         try:
-            await store.set(SetOp("flushed", b"v", None, False, None))
-            before = int((await store.get("flushed")).etag)  # type: ignore[union-attr]
-            unknown = Script("return 'never loaded'")  # stays NOSCRIPT after the reload
-            replies = await store._run("save", [store._set_call(SetOp("flushed", b"w", None, False, None)), unknown.call((), ())])
-            assert isinstance(replies[1], hiredis.ReplyError) and str(replies[1]).startswith("NOSCRIPT")
-            after = int((await store.get("flushed")).etag)  # type: ignore[union-attr]
-            assert replies[0] == after and after == before + 1, "the write that ran was run again"
+            if replica is not None:  # wait until the replica is in sync (WAIT counts it then)
+                r = redis.Redis(port=primary.port)
+                deadline = time.monotonic() + 30
+                while r.info("replication").get("slave0", {}).get("state") != "online" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            for key in ("flush-a", "flush-b"):
+                await store.set(SetOp(key, b"1"))
+            etags = {k: (await store.get(k)).etag for k in ("flush-a", "flush-b")}  # type: ignore[union-attr]
+            node = store._main
+            assert node is not None
+            batch = [
+                RedisStore._call(SetOp("flush-a", b"2", etags["flush-a"])),
+                (b"SCRIPT", b"FLUSH"),
+                RedisStore._call(SetOp("flush-b", b"2", etags["flush-b"])),
+            ]
+            replies = await node.run(batch, strong)
+            assert replies[1] == b"OK"
+            assert replies[0] != -1 and replies[2] != -1, f"a save that ran was run again: {replies}"
+            for key, reply in (("flush-a", replies[0]), ("flush-b", replies[2])):
+                item = await store.get(key)
+                assert item is not None and item.value == b"2" and item.etag == str(reply)
+            if replica is not None:
+                assert redis.Redis(port=replica.port).hget("flush-b", "data") == b"2"
         finally:
             await store.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        primary.stop()
+        if replica is not None:
+            replica.stop()

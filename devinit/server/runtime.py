@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +17,12 @@ from typing import Any
 
 from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
-from devinit.errors import ApiError, ComponentError, EtagMismatch, StoreError, StoreRefused, malformed
+from devinit.errors import ApiError, ComponentError, EtagMismatch, QueryError, StoreError, StoreRefused, malformed
 from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor
-from devinit.state import MAX_TTL_SECONDS
-from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem
+from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, ttl_seconds
 
 log = logging.getLogger("devinit.runtime")
 
-_INTEGER = re.compile(r"-?[0-9]+")
 CONSISTENCY = ("eventual", "strong")
 CONCURRENCY = ("first-write", "last-write")
 DEFAULT_STORE_TIMEOUT = 10.0
@@ -152,21 +149,15 @@ def parse_metadata(metadata: Any) -> dict[str, str]:
 
 
 def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
-    """``ttlInSeconds``: N > 0 seconds, -1 for none; absent means the store's default."""
+    """``ttlInSeconds`` by the one TTL rule (state/base.py ``ttl_seconds``); absent means the
+    store's default."""
     raw = metadata.get("ttlInSeconds")
     if raw is None or raw == "":
         return default
-    text = raw.strip()
-    if not _INTEGER.fullmatch(text):  # ("--5" passed a lstrip("-") test and then int() raised: a 500)
-        raise malformed(f"metadata.ttlInSeconds {raw!r} is not an integer: give seconds > 0, or -1 for no expiry")
-    ttl = int(text)
-    if ttl == -1:
-        return None
-    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
-        raise malformed(
-            f"metadata.ttlInSeconds {ttl} is not valid: give seconds > 0 (at most {MAX_TTL_SECONDS}), or -1 for no expiry"
-        )
-    return ttl
+    try:
+        return ttl_seconds(raw)
+    except ValueError as e:
+        raise malformed(f"metadata.ttlInSeconds {e}") from None
 
 
 async def _deadline(awaitable: Any, seconds: float) -> Any:
@@ -431,7 +422,10 @@ class Runtime:
         from devinit.state.query import parse_query, run_query
 
         entry = self.entry(store)
-        query = parse_query(body)
+        try:
+            query = parse_query(body)
+        except QueryError as e:
+            raise malformed(str(e)) from None
         found = await self._call(entry, "ERR_STATE_QUERY", entry.store.scan(entry.prefix))
         cut = len(entry.prefix)
         return run_query(query, [(k[cut:], it.value, it.etag) for k, it in found])

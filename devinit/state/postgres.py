@@ -1,7 +1,9 @@
 """``state.postgresql``: a table in PostgreSQL, for stores shared beyond one machine.
 
 Layout: one table (``tableName``, default ``state``) of ``key``, ``value`` (bytea, as given),
-``etag`` (random per write) and ``expire_at`` (timestamptz or NULL).
+``etag`` (random per write) and ``expire_at`` (timestamptz or NULL). The key column is made with
+``COLLATE "C"`` (byte order), which the key listing pages in: its primary-key index then
+serves each page (a table made before that still lists right, with a sort per page).
 
 Every check-and-write is ONE conditional statement (``UPDATE ... WHERE etag = $e``, or
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <expired>`` for first-write), so concurrent
@@ -20,13 +22,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from devinit.errors import EtagMismatch, StoreError
-from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, new_etag
+from devinit.state.base import KeyPage, Op, SetOp, Store, StoredItem, check_limit, cleanup_interval, new_etag
+from devinit.state.sql import Listing, keyset_page, table_name
+
+if TYPE_CHECKING:
+    from devinit.components import ComponentSpec
 
 T = TypeVar("T")
 log = logging.getLogger("devinit.state.postgres")
@@ -39,6 +45,9 @@ _EXPIRY = "now() + %s::integer * interval '1 second'"
 class PostgresStore(Store):
     """A state store in one PostgreSQL table."""
 
+    component_types = ("state.postgresql",)
+    cursor_tag = "k"
+
     def __init__(
         self,
         name: str,
@@ -48,10 +57,9 @@ class PostgresStore(Store):
         cleanup_interval: float | None = 600.0,
         max_connections: int = 16,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, cleanup_interval)
         self.table = table
         self.timeout = timeout
-        self.cleanup_interval = cleanup_interval
         self._conninfo = conninfo
         self._where = _describe(conninfo)
         self._pool = AsyncConnectionPool(
@@ -65,7 +73,6 @@ class PostgresStore(Store):
         )
         self._table_ready = False
         self._table_lock = asyncio.Lock()
-        self._cleaner: asyncio.Task[None] | None = None
         t = f'"{table}"'
         self._sql_get = f"SELECT value, etag, expire_at FROM {t} WHERE key = %s AND {_LIVE}"
         self._sql_bulk = f"SELECT key, value, etag, expire_at FROM {t} WHERE key = ANY(%s) AND {_LIVE}"
@@ -75,6 +82,22 @@ class PostgresStore(Store):
         self._sql_update = f"UPDATE {t} SET value = %s, etag = %s, expire_at = {_EXPIRY} WHERE key = %s AND etag = %s AND {_LIVE}"
         self._sql_delete = f"DELETE FROM {t} WHERE key = %s"
         self._sql_delete_if = f"DELETE FROM {t} WHERE key = %s AND etag = %s AND {_LIVE}"
+        self._listing = Listing.build(
+            f"SELECT key, etag, extract(epoch FROM expire_at)::float8, octet_length(value) FROM {t}",
+            'key COLLATE "C"',
+            "%s",
+            _LIVE,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: ComponentSpec) -> Self:
+        return cls(
+            spec.name,
+            spec.required("connectionString", "e.g. host=127.0.0.1 user=postgres dbname=dapr"),
+            table=table_name(spec),
+            timeout=spec.timeout("timeout", 5.0),
+            cleanup_interval=cleanup_interval(spec, 600.0),
+        )
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SET synchronous_commit = off")
@@ -84,31 +107,22 @@ class PostgresStore(Store):
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return StoreError(f"PostgreSQL store {self.name!r} at {self._where}: {what} failed: {detail}")
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self._pool.open(wait=False)
         try:
             await self.ping()  # creates the table
         except StoreError as e:
             # The server may come later: calls fail (500) until it does; the table is made then.
             log.warning("%s; requests will fail until it answers", e)
-        if self.cleanup_interval:
-            self._cleaner = asyncio.get_running_loop().create_task(self._clean_forever(self.cleanup_interval))
 
-    async def close(self) -> None:
-        if self._cleaner is not None:
-            self._cleaner.cancel()
+    async def release(self) -> None:
         await self._pool.close()
 
     async def ping(self) -> None:
         await self._run("ping", lambda c: c.execute("SELECT 1"))
 
-    async def _clean_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._run("cleanup", lambda c: c.execute(f'DELETE FROM "{self.table}" WHERE expire_at <= now()'))
-            except StoreError:
-                pass  # next round; reads never return expired items anyway
+    async def remove_expired(self) -> None:
+        await self._run("cleanup", lambda c: c.execute(f'DELETE FROM "{self.table}" WHERE expire_at <= now()'))
 
     async def _run(
         self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], strong: bool = False, tx: bool = False
@@ -132,7 +146,7 @@ class PostgresStore(Store):
 
     async def _create_table(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{self.table}" (key TEXT PRIMARY KEY, value BYTEA NOT NULL, '
+            f'CREATE TABLE IF NOT EXISTS "{self.table}" (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, '
             "etag TEXT NOT NULL, expire_at TIMESTAMPTZ)"
         )
         await conn.execute(
@@ -195,45 +209,42 @@ class PostgresStore(Store):
                 (keys,),
             )
 
-    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
-        sql = f'SELECT key, value, etag, expire_at FROM "{self.table}" WHERE starts_with(key, %s) AND {_LIVE}'
+    async def apply(self, op: Op, strong: bool = False) -> bool:
+        return not await self.apply_each([op], strong)
 
-        async def q(c: psycopg.AsyncConnection[Any]) -> list[tuple[str, StoredItem]]:
-            rows = await (await c.execute(sql, (prefix,))).fetchall()
-            return [(k, self._item(v, e, x)) for k, v, e, x in rows]
+    async def apply_each(self, ops: Sequence[Op], strong: bool = False) -> list[str]:
+        if not ops:
+            return []
 
-        return await self._run("query", q)
-
-    async def _independent(self, what: str, ops: Sequence[Op], strong: bool) -> list[str]:
         async def q(c: psycopg.AsyncConnection[Any]) -> list[str]:
             if strong:  # one transaction for the batch
                 await self._lock_in_order(c, ops)
             return [op.key for op in ops if not await self._apply(c, op)]
 
-        return await self._run(what, q, strong)
+        return await self._run("save" if isinstance(ops[0], SetOp) else "delete", q, strong)
 
-    async def set(self, op: SetOp, strong: bool = False) -> None:
-        if await self._independent("save", [op], strong):
-            raise EtagMismatch([op.key])
-
-    async def set_many(self, ops: Sequence[SetOp], strong: bool = False) -> list[str]:
-        return await self._independent("save", ops, strong)
-
-    async def delete(self, op: DeleteOp, strong: bool = False) -> None:
-        if await self._independent("delete", [op], strong):
-            raise EtagMismatch([op.key])
-
-    async def delete_many(self, ops: Sequence[DeleteOp], strong: bool = False) -> list[str]:
-        return await self._independent("delete", ops, strong)
-
-    async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
+    async def apply_atomically(self, ops: Sequence[Op], strong: bool = False) -> list[str]:
         async def q(c: psycopg.AsyncConnection[Any]) -> None:
             await self._lock_in_order(c, ops)
             failed = [op.key for op in ops if not await self._apply(c, op)]
             if failed:
                 raise EtagMismatch(failed)  # leaves the transaction block: rolled back
 
-        await self._run("transaction", q, strong, tx=True)
+        try:
+            await self._run("transaction", q, strong, tx=True)
+        except EtagMismatch as e:
+            return e.keys
+        return []
+
+    async def list_keys(self, prefix: str = "", cursor: str | None = None, limit: int = 100) -> KeyPage:
+        query = self._listing.statement(self, prefix, cursor, check_limit(limit))
+        if query is None:
+            return KeyPage([], None)
+
+        async def q(c: psycopg.AsyncConnection[Any]) -> list[Any]:
+            return await (await c.execute(*query)).fetchall()
+
+        return keyset_page(self, await self._run("list keys", q), limit)
 
 
 def _describe(conninfo: str) -> str:

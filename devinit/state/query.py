@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from devinit.errors import malformed
+from devinit.errors import QueryError
 
 _COMPARE = ("EQ", "NEQ", "GT", "GTE", "LT", "LTE")
 _MISSING = object()
@@ -37,9 +37,9 @@ class Query:
 
 
 def parse_query(body: Any) -> Query:
-    """Validate a query document; a 400 that says what is wrong and how to write it."""
+    """Validate a query document; ``QueryError`` says what is wrong and how to write it."""
     if not isinstance(body, dict):
-        raise malformed('the query must be an object like {"filter": {"EQ": {"state": "CA"}}}')
+        raise QueryError('the query must be an object like {"filter": {"EQ": {"state": "CA"}}}')
     filt = body.get("filter")
     if filt is not None and filt != {}:
         _check_filter(filt, "filter")
@@ -48,45 +48,45 @@ def parse_query(body: Any) -> Query:
     sort = []
     raw_sort = body.get("sort") or []
     if not isinstance(raw_sort, list):
-        raise malformed('sort must be an array like [{"key": "state", "order": "DESC"}]')
+        raise QueryError('sort must be an array like [{"key": "state", "order": "DESC"}]')
     for i, s in enumerate(raw_sort):
         if not isinstance(s, dict) or not isinstance(s.get("key"), str) or not s["key"]:
-            raise malformed(f"sort[{i}] needs a 'key' (a dotted path into the value)")
+            raise QueryError(f"sort[{i}] needs a 'key' (a dotted path into the value)")
         order = s.get("order", "ASC") or "ASC"
         if order not in ("ASC", "DESC"):
-            raise malformed(f"sort[{i}].order {order!r} is not ASC or DESC")
+            raise QueryError(f"sort[{i}].order {order!r} is not ASC or DESC")
         sort.append((s["key"].split("."), order == "DESC"))
     page = body.get("page") or {}
     if not isinstance(page, dict):
-        raise malformed('page must be an object like {"limit": 10, "token": "..."}')
+        raise QueryError('page must be an object like {"limit": 10, "token": "..."}')
     limit = page.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0 or limit > MAX_LIMIT):
-        raise malformed(f"page.limit must be an integer from 0 to {MAX_LIMIT}")
+        raise QueryError(f"page.limit must be an integer from 0 to {MAX_LIMIT}")
     token = page.get("token") or "0"
     if not isinstance(token, str) or not token.isdigit():
-        raise malformed("page.token is not a token this server gave out; send the token of the previous answer")
+        raise QueryError("page.token is not a token this server gave out; send the token of the previous answer")
     return Query(filt, sort, limit or None, int(token))
 
 
 def _check_filter(node: Any, where: str) -> None:
     if not isinstance(node, dict) or len(node) != 1:
-        raise malformed(f"{where} must be an object with exactly one operator: EQ, NEQ, GT, GTE, LT, LTE, IN, AND or OR")
+        raise QueryError(f"{where} must be an object with exactly one operator: EQ, NEQ, GT, GTE, LT, LTE, IN, AND or OR")
     ((op, arg),) = node.items()
     if op in ("AND", "OR"):
         if not isinstance(arg, list) or len(arg) < 2:
-            raise malformed(f"{where}.{op} takes an array of two or more filters")
+            raise QueryError(f"{where}.{op} takes an array of two or more filters")
         for i, sub in enumerate(arg):
             _check_filter(sub, f"{where}.{op}[{i}]")
         return
     if op not in _COMPARE and op != "IN":
-        raise malformed(f"{where}: unknown operator {op!r}; use EQ, NEQ, GT, GTE, LT, LTE, IN, AND or OR")
+        raise QueryError(f"{where}: unknown operator {op!r}; use EQ, NEQ, GT, GTE, LT, LTE, IN, AND or OR")
     if not isinstance(arg, dict) or len(arg) != 1:
-        raise malformed(f'{where}.{op} takes one {{"<dotted.path>": value}} pair')
+        raise QueryError(f'{where}.{op} takes one {{"<dotted.path>": value}} pair')
     ((path, value),) = arg.items()
     if not path:
-        raise malformed(f"{where}.{op}: the key path is empty")
+        raise QueryError(f"{where}.{op}: the key path is empty")
     if op == "IN" and not isinstance(value, list):
-        raise malformed(f"{where}.IN takes an array of values for {path!r}")
+        raise QueryError(f"{where}.IN takes an array of values for {path!r}")
 
 
 def _lookup(value: Any, path: Sequence[str]) -> Any:

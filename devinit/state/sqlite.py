@@ -7,7 +7,8 @@ Concurrency: every write runs on one writer thread inside ``BEGIN IMMEDIATE``, w
 SQLite's write lock before the etag check, so check and write are one atomic step even when
 several devinit processes share the file (they wait up to ``busyTimeout`` for the lock).
 Durability: WAL with ``synchronous=NORMAL``; a strong write switches the writer connection to
-``synchronous=FULL`` for its commit, so it is fsynced before it is acknowledged.
+``synchronous=FULL`` for its commit, so it is fsynced before it is acknowledged (on macOS with
+``fullfsync`` too: ``durability_pragmas``).
 Reads run on the event loop thread on their own connection: a primary-key lookup in WAL mode
 never waits for a writer and costs less than a hop to a thread.
 """
@@ -17,36 +18,74 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from devinit.errors import EtagMismatch, StoreError
+from devinit.errors import StoreError
 from devinit.state.base import (
-    DeleteOp,
+    KeyPage,
     Op,
     SetOp,
     Store,
     StoredItem,
+    all_or_none,
+    check_limit,
+    cleanup_interval,
+    each_checked,
     expire_at,
-    failed_keys_in_order,
     new_etag,
-    precondition_holds,
 )
+from devinit.state.sql import Listing, keyset_page, table_name
+
+if TYPE_CHECKING:
+    from devinit.components import ComponentSpec
 
 T = TypeVar("T")
 _BULK_CHUNK = 500
 _BATCH = 256  # writes per group commit at most
 
 
+@dataclass(frozen=True, slots=True)
+class DurabilityPragmas:
+    """The PRAGMAs that give "strong" its meaning on one platform (docs/state-api.md "Consistency")."""
+
+    on_open: tuple[str, ...]  # once, on the writer connection
+    before_strong: tuple[str, ...]  # before a commit that holds a strong write
+    after_strong: tuple[str, ...]  # after it, back to the eventual settings
+
+
+def durability_pragmas(platform: str = sys.platform) -> DurabilityPragmas:
+    """What a strong commit runs on ``platform`` (``sys.platform``'s values).
+
+    Everywhere: ``synchronous = FULL`` for that commit, so the WAL is synced before the answer.
+    On macOS (darwin) fsync() leaves the data in the drive's cache, where power loss takes it;
+    ``fullfsync`` makes SQLite use F_FULLFSYNC, which flushes that cache, and
+    ``checkpoint_fullfsync`` keeps a later checkpoint from undoing it. Linux's fsync() and
+    Windows' FlushFileBuffers() already ask the drive to flush its cache.
+    """
+    on_open: tuple[str, ...] = ()
+    before: tuple[str, ...] = ("PRAGMA synchronous = FULL",)
+    after: tuple[str, ...] = ("PRAGMA synchronous = NORMAL",)
+    if platform == "darwin":
+        on_open = ("PRAGMA checkpoint_fullfsync = ON",)
+        before += ("PRAGMA fullfsync = ON",)
+        after += ("PRAGMA fullfsync = OFF",)
+    return DurabilityPragmas(on_open, before, after)
+
+
 class SqliteStore(Store):
     """A state store in one SQLite database file."""
 
+    component_types = ("state.sqlite",)
     # Reads run synchronously (no deadline could interrupt them) and writes wait at most
     # busyTimeout for the database lock.
     bounded = True
+    cursor_tag = "k"
 
     def __init__(
         self,
@@ -55,17 +94,17 @@ class SqliteStore(Store):
         table: str = "state",
         busy_timeout: float = 5.0,
         cleanup_interval: float | None = 600.0,
+        platform: str = sys.platform,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, cleanup_interval)
         self.database = database
         self.table = table
         self.busy_timeout = busy_timeout
-        self.cleanup_interval = cleanup_interval
+        self.pragmas = durability_pragmas(platform)
         self._in_memory = database == ":memory:" or "mode=memory" in database
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{name}")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._cleaner: asyncio.Task[None] | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]] = []
         self._writing = False
         t = f'"{table}"'
@@ -76,6 +115,22 @@ class SqliteStore(Store):
             "expire_at = excluded.expire_at"
         )
         self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
+        self._listing = Listing.build(
+            f"SELECT key, etag, expire_at, length(CAST(value AS BLOB)) FROM {t}",
+            "key",
+            "?",
+            "(expire_at IS NULL OR expire_at > ?)",
+        )
+
+    @classmethod
+    def from_spec(cls, spec: ComponentSpec) -> Self:
+        return cls(
+            spec.name,
+            spec.required("connectionString", "give a database file path or :memory:"),
+            table=table_name(spec),
+            busy_timeout=spec.timeout("busyTimeout", 5.0),
+            cleanup_interval=cleanup_interval(spec, 600.0),
+        )
 
     # -- connections -------------------------------------------------------------------
 
@@ -98,6 +153,8 @@ class SqliteStore(Store):
         if not self._in_memory:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        for pragma in self.pragmas.on_open:
+            conn.execute(pragma)
         conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{self.table}" (key TEXT PRIMARY KEY NOT NULL, '
             "value BLOB NOT NULL, etag TEXT NOT NULL, expire_at REAL) WITHOUT ROWID"
@@ -107,7 +164,7 @@ class SqliteStore(Store):
         )
         self._wconn = conn
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         try:
             await self._on_writer(self._open_writer)
             if not self._in_memory:
@@ -117,12 +174,8 @@ class SqliteStore(Store):
             # OSError: the folder cannot be made (a file in the way, no permission). Uncaught, it
             # ended the whole server at start instead of failing this one component.
             raise StoreError(f"cannot open SQLite database {self.database!r} for store {self.name!r}: {e}") from e
-        if self.cleanup_interval:
-            self._cleaner = asyncio.get_running_loop().create_task(self._clean_forever(self.cleanup_interval))
 
-    async def close(self) -> None:
-        if self._cleaner is not None:
-            self._cleaner.cancel()
+    async def release(self) -> None:
         if self._rconn is not None:
             self._rconn.close()
         if self._wconn is not None:
@@ -132,14 +185,9 @@ class SqliteStore(Store):
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
-    async def _clean_forever(self, interval: float) -> None:
+    async def remove_expired(self) -> None:
         sql = f'DELETE FROM "{self.table}" WHERE expire_at IS NOT NULL AND expire_at <= ?'
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._write(lambda c: c.execute(sql, (time.time(),)), strong=False)
-            except StoreError:
-                pass  # the next round tries again; reads never return expired items anyway
+        await self._write(lambda c: c.execute(sql, (time.time(),)), strong=False)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -203,7 +251,8 @@ class SqliteStore(Store):
         strong = any(s for _, s in batch)
         outcomes: list[tuple[bool, Any]] = []
         if strong:
-            c.execute("PRAGMA synchronous = FULL")
+            for pragma in self.pragmas.before_strong:
+                c.execute(pragma)
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -222,7 +271,8 @@ class SqliteStore(Store):
                 raise
         finally:
             if strong:
-                c.execute("PRAGMA synchronous = NORMAL")
+                for pragma in self.pragmas.after_strong:
+                    c.execute(pragma)
         return outcomes
 
     def _live(self, c: sqlite3.Connection, key: str) -> StoredItem | None:
@@ -231,20 +281,14 @@ class SqliteStore(Store):
             return None
         return StoredItem(row[0], row[1], row[2])
 
-    def _apply(self, c: sqlite3.Connection, op: Op) -> None:
+    def _put(self, c: sqlite3.Connection, op: Op) -> None:
         if isinstance(op, SetOp):
             c.execute(self._sql_upsert, (op.key, op.value, new_etag(), expire_at(op.ttl)))
         else:
             c.execute(self._sql_delete, (op.key,))
 
-    def _checked(self, c: sqlite3.Connection, ops: Sequence[Op]) -> list[str]:
-        failed = []
-        for op in ops:
-            if precondition_holds(op, self._live(c, op.key)):
-                self._apply(c, op)
-            else:
-                failed.append(op.key)
-        return failed
+    def _each(self, c: sqlite3.Connection, ops: Sequence[Op]) -> list[str]:
+        return each_checked(ops, lambda k: self._live(c, k), lambda op: self._put(c, op))
 
     # -- the contract ------------------------------------------------------------------
 
@@ -268,38 +312,18 @@ class SqliteStore(Store):
         found = await self._read(fetch)
         return [found.get(k) for k in keys]
 
-    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
-        sql = (
-            f'SELECT key, value, etag, expire_at FROM "{self.table}" '
-            "WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)"
-        )
+    async def apply(self, op: Op, strong: bool = False) -> bool:
+        return not await self._write(lambda c: self._each(c, (op,)), strong)
 
-        def fetch(c: sqlite3.Connection) -> list[tuple[str, StoredItem]]:
-            return [(k, StoredItem(v, e, x)) for k, v, e, x in c.execute(sql, (len(prefix), prefix, time.time()))]
-
-        return await self._read(fetch)
-
-    async def set(self, op: SetOp, strong: bool = False) -> None:
-        if await self._write(lambda c: self._checked(c, (op,)), strong):
-            raise EtagMismatch([op.key])
-
-    async def set_many(self, ops: Sequence[SetOp], strong: bool = False) -> list[str]:
+    async def apply_each(self, ops: Sequence[Op], strong: bool = False) -> list[str]:
         # One transaction (one fsync when strong); each item is checked and applied on its own.
-        return await self._write(lambda c: self._checked(c, ops), strong)
+        return await self._write(lambda c: self._each(c, ops), strong)
 
-    async def delete(self, op: DeleteOp, strong: bool = False) -> None:
-        if await self._write(lambda c: self._checked(c, (op,)), strong):
-            raise EtagMismatch([op.key])
+    async def apply_atomically(self, ops: Sequence[Op], strong: bool = False) -> list[str]:
+        return await self._write(lambda c: all_or_none(ops, lambda k: self._live(c, k), lambda op: self._put(c, op)), strong)
 
-    async def delete_many(self, ops: Sequence[DeleteOp], strong: bool = False) -> list[str]:
-        return await self._write(lambda c: self._checked(c, ops), strong)
-
-    async def transact(self, ops: Sequence[Op], strong: bool = False) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            failed = failed_keys_in_order(ops, lambda k: self._live(c, k))
-            if failed:
-                raise EtagMismatch(failed)  # nothing written yet; _write rolls back
-            for op in ops:
-                self._apply(c, op)
-
-        await self._write(run, strong)
+    async def list_keys(self, prefix: str = "", cursor: str | None = None, limit: int = 100) -> KeyPage:
+        query = self._listing.statement(self, prefix, cursor, check_limit(limit), time.time())
+        if query is None:
+            return KeyPage([], None)
+        return keyset_page(self, await self._read(lambda c: c.execute(*query).fetchall()), limit)
