@@ -1,7 +1,6 @@
 """The gRPC front end: the state RPCs of ``dapr.proto.runtime.v1.Dapr``, on ``grpc_wire``.
 
-The messages come from the generated stubs shipped in the ``dapr`` package (no .proto files
-here); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the
+The messages come from devinit's own copy of Dapr's .proto files (``devinit.proto``); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the
 state RPCs and GetMetadata are implemented; every other RPC of the service answers
 UNIMPLEMENTED, saying so. As in the HTTP front end, every rule that is not about the wire is the runtime's: this module turns
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
@@ -22,13 +21,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from dapr.proto import api_v1, common_v1
-from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import any_pb2, empty_pb2, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from devinit.errors import ApiError, GrpcBindError, malformed
+from devinit.proto import api_v1, common_v1, dapr_pb2
 from devinit.server import grpc_wire
 from devinit.server.grpc_wire import Call, Reply
 from devinit.server.json_values import dumps_value, loads, rfc3339
