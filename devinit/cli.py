@@ -51,6 +51,12 @@ def cli() -> None:
     help="Deadline for a store call that has no timeouts of its own (PostgreSQL); Redis uses its "
     "readTimeout/dialTimeout metadata and SQLite its busyTimeout.",
 )
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write this process's pid here once both ports listen (removed when it stops).",
+)
 def serve(
     components_path: Path | None,
     http_port: int,
@@ -60,8 +66,9 @@ def serve(
     log_level: str,
     api_token: str | None,
     store_timeout: float,
+    pid_file: Path | None,
 ) -> None:
-    """Run the state server in the foreground until Ctrl-C / SIGTERM."""
+    """Run the state server in the foreground until Ctrl-C / SIGTERM / POST /v1.0/shutdown."""
     from devinit import paths
     from devinit.server.serve import ServeOptions
     from devinit.server.serve import serve as run
@@ -75,6 +82,7 @@ def serve(
         api_token=api_token or os.environ.get("DAPR_API_TOKEN") or None,
         log_level=log_level,
         store_timeout=store_timeout,
+        pid_file=pid_file,
     )
     sys.exit(run(opts))
 

@@ -7,7 +7,6 @@ its path, the field and the reason, and the other files still load.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -241,8 +240,11 @@ def render_template(name: str, **values: str) -> str:
     """Fill ``templates/<name>.yaml``: each ``{{key}}`` becomes ``values[key]`` as a quoted YAML string."""
     text = resources.files("devinit.templates").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     for key, value in values.items():
-        # A JSON string is a valid double-quoted YAML scalar: safe for any password or path.
-        text = text.replace("{{" + key + "}}", json.dumps(value))
+        # A double-quoted scalar written by YAML's own emitter: exact for any password or path.
+        # (json.dumps is not: it writes a character outside the BMP, an emoji in a path, as a
+        # surrogate pair, which YAML reads back as two broken characters.)
+        scalar = yaml.safe_dump(value, default_style='"', allow_unicode=True, width=float("inf"))
+        text = text.replace("{{" + key + "}}", scalar.rstrip("\n"))
     if "{{" in text:
         raise ValueError(f"template {name}: unfilled placeholder in {text!r}")
     return text

@@ -6,8 +6,10 @@ its own home) never touch each other; the container also carries a hash of the s
 was made from (``io.devinit.config``) so ``init`` can tell when it must be recreated.
 
 Docker SDK errors are translated here, once, into ``DockerError`` / ``ImagePullError`` /
-``ReadinessTimeout`` that name the endpoint or image and say what to do. ``docker`` and
-``redis`` are imported inside functions so that ``devinit --help`` stays fast.
+``ReadinessTimeout`` that name the endpoint or image and say what to do; that includes the
+``pywintypes.error`` the SDK's named-pipe transport raises on Windows (not an OSError), e.g.
+when Docker Desktop restarts. ``docker`` and ``redis`` are imported inside functions so that
+``devinit --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devinit import ports
 from devinit.errors import DockerError, ImagePullError, ReadinessTimeout
+from devinit.paths import home_key
 
 #: Redis 7, pinned to a patch release and fully qualified (no dependence on registry mirrors
 #: or a "latest" that moves under the user).
@@ -205,11 +208,6 @@ class RedisSpec:
         return {**home_labels(self.home), LABEL_CONFIG: self.config_hash()}
 
 
-def home_key(home: Path) -> str:
-    """12 hex digits naming ``home`` (resolved), used in Docker names and devinit's files."""
-    return hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:12]
-
-
 def home_labels(home: Path) -> dict[str, str]:
     """The labels that mark something as devinit's, for this home folder."""
     return {LABEL_MANAGED: "true", LABEL_HOME: str(home.expanduser().resolve())}
@@ -229,23 +227,9 @@ class ContainerInfo:
     password: str | None  # read back from the container's command; never printed
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on ``host:port`` (we could bind it)."""
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def choose_port(preferred: int = REDIS_PORT) -> int:
     """``preferred`` when it is free on 127.0.0.1, else a free port the OS picks."""
-    if port_is_free(preferred):
-        return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return preferred if ports.probe(preferred) is ports.PortState.FREE else ports.any_free()
 
 
 class Docker:
@@ -338,7 +322,8 @@ class Docker:
             raise ImagePullError(
                 f"could not pull image {image}: the registry said: {error}. "
                 "Pass --image with an image you have locally ('docker images'), "
-                "or use --store sqlite to run without Docker"
+                "or use --store sqlite to run without Docker",
+                error,
             )
 
     # containers
@@ -519,15 +504,28 @@ def _info(c: Any) -> ContainerInfo:
 
 
 def _is_docker_error(e: BaseException) -> bool:
-    """The SDK's own errors and the transport errors under it (requests, sockets)."""
+    """The SDK's own errors and the transport errors under it (requests, sockets, named pipes)."""
     import requests
     from docker.errors import DockerException
 
-    return isinstance(e, (DockerException, requests.exceptions.RequestException, OSError))
+    return isinstance(e, (DockerException, requests.exceptions.RequestException, OSError)) or _is_pywin_error(e)
+
+
+def _is_pywin_error(e: BaseException) -> bool:
+    """``pywintypes.error``, raised by the SDK's named-pipe transport on Windows.
+
+    Told by its class's name, not by importing pywin32 (which exists on Windows only).
+    """
+    return any(c.__module__ == "pywintypes" and c.__name__ == "error" for c in type(e).__mro__)
 
 
 def _short(e: BaseException) -> str:
     """The useful part of an SDK error: the engine's explanation, on one line."""
+    if _is_pywin_error(e) and len(e.args) == 3:
+        # pywintypes.error(winerror, funcname, strerror), e.g. (2, 'CreateFile', 'The system
+        # cannot find the file specified.') when Docker Desktop's pipe is not there.
+        winerror, funcname, strerror = e.args
+        return f"{funcname}: {str(strerror).rstrip('.')} (Windows error {winerror})"
     text = str(getattr(e, "explanation", None) or e) or type(e).__name__
     text = " ".join(text.split())
     return text if len(text) <= 300 else text[:297] + "..."

@@ -11,6 +11,7 @@ DevinitError                 base: something the user can act on; the message sa
 │   └── ImagePullError       an image is not present and could not be pulled
 ├── ReadinessTimeout         a container or server did not become ready in time (with its logs)
 ├── DaemonError              the background server could not be started, found or stopped
+├── FileWriteError           a file devinit owns could not be replaced (another program holds it)
 ├── GrpcBindError            the gRPC server could not listen on its address (port in use)
 ├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
 │   ├── EtagMismatch         a conditional write or delete found another etag (or no item)
@@ -51,7 +52,11 @@ class DockerError(DevinitError):
 
 
 class ImagePullError(DockerError):
-    """An image was not present locally and pulling it failed."""
+    """An image was not present locally and pulling it failed; ``reason`` is the registry's word."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class ReadinessTimeout(DevinitError):
@@ -60,6 +65,10 @@ class ReadinessTimeout(DevinitError):
 
 class DaemonError(DevinitError):
     """The background state server could not be started, found or stopped."""
+
+
+class FileWriteError(DevinitError):
+    """A file devinit owns could not be replaced, e.g. another program holds it open (Windows)."""
 
 
 class GrpcBindError(DevinitError):

@@ -2,12 +2,22 @@
 
 - home: ``--home``, else ``DEVINIT_HOME``, else ``~/.dapr`` (``%USERPROFILE%\\.dapr`` on
   Windows, which is what ``Path.home()`` gives there). Components live in ``<home>/components``.
-- devinit's own files (SQLite data, pid file, logs) live in platformdirs' per-user folders,
-  unless ``DEVINIT_DATA_DIR`` points elsewhere (tests use it to stay inside a temp folder).
+- devinit's own files live in platformdirs' per-user folders, unless ``DEVINIT_DATA_DIR``
+  points elsewhere (tests use it to stay inside a temp folder). Each is named by the home
+  folder's key (``home_key``), so that two homes never share a file:
+
+  ============================  ================================================================
+  ``state/setup-<key>.json``    the setup record (owner-only: it holds the Redis password)
+  ``state/server-<key>.json``   the background server's record (pid, ports, start time, argv)
+  ``state/server-<key>.pid``    the pid the server writes itself once it listens (``--pid-file``)
+  ``log/server-<key>.log``      the background server's log (UTF-8)
+  ``data/statestore-<key>.db``  the embedded SQLite store
+  ============================  ================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,6 +32,11 @@ def home(override: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".dapr"
+
+
+def home_key(home_dir: Path) -> str:
+    """12 hex digits naming ``home_dir`` (resolved): in Docker names, labels and devinit's files."""
+    return hashlib.sha256(str(home_dir.expanduser().resolve()).encode()).hexdigest()[:12]
 
 
 def components_dir(home_dir: Path | None = None) -> Path:
@@ -48,10 +63,35 @@ def data_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Where devinit keeps run state (the background server's pid file)."""
+    """Where devinit keeps run state (the setup record, the background server's records)."""
     return _platform_dir("state")
 
 
 def log_dir() -> Path:
     """Where the background server writes its log."""
     return _platform_dir("log")
+
+
+def setup_file(key: str) -> Path:
+    """What init set up for the home folder named by ``key`` (owner-only: it holds a password)."""
+    return state_dir() / f"setup-{key}.json"
+
+
+def server_record(key: str) -> Path:
+    """The background server's record (JSON: pid, ports, start time, command line)."""
+    return state_dir() / f"server-{key}.json"
+
+
+def server_pid_file(key: str) -> Path:
+    """The file the background server writes its own pid into once it listens."""
+    return state_dir() / f"server-{key}.pid"
+
+
+def server_log(key: str) -> Path:
+    """The background server's log."""
+    return log_dir() / f"server-{key}.log"
+
+
+def sqlite_db(key: str) -> Path:
+    """The embedded SQLite database for the home folder named by ``key``."""
+    return data_dir() / f"statestore-{key}.db"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 from devinit.docker_redis import PullProgress
 from devinit.lifecycle import InitResult, StatusResult, UninstallResult
 
@@ -16,8 +19,38 @@ def pull_line(p: PullProgress) -> str:
     return f"Pulling {p.image}: {p.layers_done}/{p.layers_total} layers, {size}"
 
 
-def render_init(r: InitResult) -> str:
-    """What init did, then where the API is and a curl to try."""
+TRY_BODY = '[{"key":"hello","value":"world"}]'
+
+
+def try_save_argv(url: str, curl: str = "curl") -> list[str]:
+    """The arguments of the save the "Try:" line shows (the read is ``curl <url>/hello``)."""
+    return [curl, "-X", "POST", url, "-H", "Content-Type: application/json", "-d", TRY_BODY]
+
+
+def try_lines(url: str, platform: str | None = None) -> list[str]:
+    """A save and a read of ``hello`` to paste into the user's shell, one line per shell.
+
+    POSIX shells: curl with single quotes. Windows: cmd gets ``curl.exe`` (in PowerShell 5.1
+    ``curl`` is Invoke-WebRequest) with double quotes, embedded ones written as the C runtime
+    reads them; PowerShell gets Invoke-RestMethod, because how a native program receives
+    embedded quotes differs between PowerShell 5.1 and 7.3+, and ``&&`` is a syntax error in 5.1.
+    """
+    if (platform or sys.platform) != "win32":
+        return [f"Try: {shlex.join(try_save_argv(url))} && curl {url}/hello"]
+    cmd = " ".join(_windows_quote(a) for a in try_save_argv(url, "curl.exe"))
+    ps = f"Invoke-RestMethod -Method Post -Uri {url} -ContentType application/json -Body '{TRY_BODY}'; Invoke-RestMethod {url}/hello"
+    return [f"Try (PowerShell): {ps}", f"Try (cmd): {cmd} && curl.exe {url}/hello"]
+
+
+def _windows_quote(arg: str) -> str:
+    """``arg`` as one argument of a Windows command line (C runtime rules; no backslashes in ``arg``)."""
+    if not any(c in arg for c in ' "'):
+        return arg
+    return '"' + arg.replace('"', '\\"') + '"'
+
+
+def render_init(r: InitResult, platform: str | None = None) -> str:
+    """What init did, then where the API is and a request to try in the user's shell."""
     lines = list(r.notes)
     for s in r.steps:
         lines.append(f"  {s.what:<10} {s.action:<10} {s.detail}")
@@ -25,11 +58,10 @@ def render_init(r: InitResult) -> str:
     where = f"redis (container {r.container}, 127.0.0.1:{r.redis_port})" if r.store == "redis" else "sqlite (embedded)"
     lines += [
         f"  state API  {r.http_url}",
-        f"  gRPC API   localhost:{r.grpc_port}",
+        f"  gRPC API   127.0.0.1:{r.grpc_port}",
         f"  store      {where}",
         f"  component  {r.component_file}",
-        f"Try: curl -X POST {r.http_url} -H 'Content-Type: application/json' "
-        f'-d \'[{{"key":"hello","value":"world"}}]\' && curl {r.http_url}/hello',
+        *try_lines(r.http_url, platform),
     ]
     return "\n".join(lines)
 

@@ -217,6 +217,31 @@ def test_outage_shown_and_recovered_without_restart(setup: Setup):
     assert code == 0, out
 
 
+def test_init_after_a_killed_container_waits_for_the_server_and_status_agrees_at_once(setup: Setup):
+    """The server still runs and has seen Redis go: init starts the container again, and must
+    not report success until the server itself reports the store up; status right after must
+    not show the old "down"."""
+    headers = {"dapr-api-token": TOKEN}
+    pid = setup.server_pid()
+    setup.client.containers.get(setup.container.id).kill()
+    for _ in range(100):  # bounded: the server's ping sees it within its interval
+        comp = httpx.get(setup.url + "/v1.0/metadata", headers=headers, timeout=15).json()["components"][0]
+        if comp["health"]["status"] == "down":
+            break
+        time.sleep(0.1)
+    assert comp["health"]["status"] == "down", comp
+    code, out = setup.run(*setup.h.init_args())
+    assert code == 0, out
+    assert "container  started" in out and "server     unchanged" in out and "stores     up" in out, out
+    # what the server says the moment init has returned (no ping in between can hide a stale "down")
+    comp = httpx.get(setup.url + "/v1.0/metadata", headers=headers, timeout=15).json()["components"][0]
+    assert comp["health"]["status"] == "up", comp
+    code, out = setup.run("status", "--json")
+    assert code == 0, out
+    assert json.loads(out)["stores"][0]["status"] == "up"
+    assert setup.server_pid() == pid
+
+
 def test_no_secret_in_outputs_logs_or_command_lines(setup: Setup):
     """Runs last: everything printed or logged in this module, and every process' command line."""
     logs = [p.read_text(errors="replace") for p in (setup.h.data / "log").glob("*.log")]

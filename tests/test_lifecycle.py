@@ -18,7 +18,7 @@ import redis
 import yaml
 
 from lifecycle_support import Home, docker_client, ensure_test_image, home, labelled, remove_labelled  # noqa: F401
-from support import free_port
+from support import free_port, need
 
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 
@@ -261,3 +261,55 @@ def test_cli_quick_checks() -> None:
     assert isinstance(result.exception, UsageError)
     assert runner.invoke(cli, ["uninstall", "--help"]).exit_code == 0
     assert "--json" in runner.invoke(cli, ["status", "--help"]).output
+
+
+def test_a_dead_system_proxy_does_not_reach_devinits_own_calls(home: Home) -> None:
+    """A system proxy (here the environment's, as on Windows/macOS it comes from the settings)
+    must never receive devinit's calls to its own server on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens: every proxied call fails
+    proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")}
+    h = home
+    env = {**NO_DOCKER, **proxies, "NO_PROXY": "", "no_proxy": ""}
+    p = h.run(*h.init_args("--store", "sqlite", "--timeout", "20"), env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = h.run("status", "--json", env=env)
+    assert st.returncode == 0, st.stdout + st.stderr
+    doc = json.loads(st.stdout)
+    assert doc["server"]["healthy"] and doc["stores"][0]["status"] == "up"
+    p = h.run("uninstall", "--all", env=env)
+    assert p.returncode == 0 and port_closed(h.http_port), p.stdout + p.stderr
+
+
+def test_offline_without_the_image_falls_back_to_sqlite(home: Home) -> None:
+    """Docker answers, but the default image is not there and there is no registry to pull it
+    from: without --store (or --image), init says why in one line and uses SQLite."""
+    from devinit.docker_redis import DEFAULT_IMAGE
+
+    client = docker_client()
+    try:
+        client.images.get(DEFAULT_IMAGE)
+        present = True
+    except Exception:
+        present = False
+    need(not present, f"{DEFAULT_IMAGE} must be absent for this test (the pull must fail)")
+    h = home
+    try:
+        p = h.run(*h.init_args())
+        assert p.returncode == 0, p.stdout + p.stderr
+        notes = [line for line in p.stdout.splitlines() if "could not pull it" in line]
+        assert len(notes) == 1 and notes[0].startswith(f"Docker has no image {DEFAULT_IMAGE} and could not pull it (")
+        assert notes[0].endswith("using the embedded SQLite store instead.")
+        assert yaml.safe_load(h.component.read_text())["spec"]["type"] == "state.sqlite"
+        assert labelled(client, h.dapr) == ([], [])
+        base = f"http://127.0.0.1:{h.http_port}/v1.0/state/statestore"
+        assert httpx.post(base, json=[{"key": "k", "value": "v"}], timeout=15).status_code == 204
+        # asked for Redis: today's error, nothing switched
+        q = h.run("uninstall", "--all")
+        assert q.returncode == 0, q.stdout + q.stderr
+        p = h.run(*h.init_args("--store", "redis"))
+        assert p.returncode == 1 and p.stderr.startswith(f"Error: could not pull image {DEFAULT_IMAGE}: the registry said: ")
+        assert not h.component.exists()
+    finally:
+        remove_labelled(client, h.dapr)

@@ -7,8 +7,9 @@ Every rule that is not about the wire is the runtime's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -61,6 +62,8 @@ class HttpApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.token = runtime.api_token
+        # serve.py's graceful stop, for Dapr's POST /v1.0/shutdown (None: the route is absent)
+        self.on_shutdown: Callable[[], None] | None = None
 
     async def __call__(self, req: Request) -> Response:
         try:
@@ -100,6 +103,12 @@ class HttpApp:
             return self._query(_segment(path[len(_QUERY) : -6], "store name"), req)
         if path == b"/v1.0/metadata" and method == "GET":
             return _answer(_json(self.runtime.metadata()))
+        if path == b"/v1.0/shutdown" and self.on_shutdown is not None:
+            if method != "POST":
+                raise _not_allowed(req)
+            # As daprd: 204, then a graceful stop (begun on the next loop turn, after this answer).
+            asyncio.get_running_loop().call_soon(self.on_shutdown)
+            return _answer(_NO_CONTENT)
         raise _not_found(req)
 
     # -- handlers ----------------------------------------------------------------------

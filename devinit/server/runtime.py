@@ -432,6 +432,9 @@ class Runtime:
 
     def metadata(self) -> dict[str, Any]:
         """The body of GET /v1.0/metadata."""
+        # A fresh round of pings for whoever reads next (devinit init/status wait for it),
+        # rather than a result up to one interval old.
+        self.monitor.request_check()
         components = []
         extended: dict[str, str] = {}
         for name, entry in sorted(self.entries.items()):

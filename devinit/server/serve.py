@@ -1,7 +1,10 @@
 """Run the state server: load the components, serve HTTP (and gRPC) until told to stop.
 
-``serve()`` blocks until SIGINT/SIGTERM, then stops accepting requests, lets the ones in
-flight finish, and closes every store.
+``serve()`` blocks until SIGINT/SIGTERM (Ctrl-Break on Windows) or Dapr's
+``POST /v1.0/shutdown``, then stops accepting requests, lets the ones in flight finish, and
+closes every store. It runs on uvloop where there is one; on Windows on a selector loop,
+because psycopg (the PostgreSQL store) refuses the default Proactor loop there, and the HTTP/1.1
+and HTTP/2 code use only calls both loops have.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -33,10 +37,12 @@ class ServeOptions:
     api_token: str | None = None
     log_level: str = "info"
     store_timeout: float = DEFAULT_STORE_TIMEOUT
+    pid_file: Path | None = None  # written with this process's pid once both ports listen
 
 
 async def serve_async(opts: ServeOptions) -> int:
     """Serve until a stop signal; returns the process exit code."""
+    from devinit import ports
     from devinit.errors import GrpcBindError
     from devinit.server.grpc_api import start_grpc_server
     from devinit.server.http_api import HttpApp, error_response
@@ -66,10 +72,19 @@ async def serve_async(opts: ServeOptions) -> int:
             log.error("%s", e)
             return 1
         log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
-        server = H1Server(HttpApp(runtime), opts.host, opts.http_port, error_response=error_response)
+        app = HttpApp(runtime)
+        server = H1Server(app, opts.host, opts.http_port, error_response=error_response)
         try:
             await server.start()
         except OSError as e:
+            if ports.classify(e) is ports.PortState.RESERVED:  # WinError 10013: not "in use"
+                log.error(
+                    "the HTTP server could not listen on %s:%d: %s",
+                    opts.host,
+                    opts.http_port,
+                    ports.refusal(opts.http_port, "--http-port"),
+                )
+                return 1
             log.error(
                 "the HTTP server could not listen on %s:%d (is port %d in use? try --http-port): %s",
                 opts.host,
@@ -79,16 +94,24 @@ async def serve_async(opts: ServeOptions) -> int:
             )
             return 1
         log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
+        if opts.pid_file is not None:
+            _write_pid_file(opts.pid_file)
         # Everything loaded so far lives as long as the server: keep it out of the collector's
         # full passes, which otherwise walk it all (~34k objects, 13-23 ms measured: the largest
         # stalls in the fixed-rate latency runs of bench/).
         gc.collect()
         gc.freeze()
 
-        def stop() -> None:  # both front ends stop taking work at once, then drain
+        asked: list[str] = []
+
+        def stop(why: str) -> None:  # both front ends stop taking work at once, then drain
+            if not asked:
+                asked.append(why)
+                log.info("stopping (%s): finishing the requests in flight", why)
             server.stop()
             grpc_server.begin_stop()
 
+        app.on_shutdown = lambda: stop("POST /v1.0/shutdown")
         with _stop_on_signals(stop):
             await server.serve()
         return 0
@@ -96,11 +119,26 @@ async def serve_async(opts: ServeOptions) -> int:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         await runtime.close()
+        if opts.pid_file is not None:
+            _remove_pid_file(opts.pid_file)
         log.info("stopped; stores closed")
 
 
+def _write_pid_file(path: Path) -> None:
+    from devinit.atomic import write_atomic
+
+    write_atomic(path, f"{os.getpid()}\n".encode(), 0o644)
+
+
+def _remove_pid_file(path: Path) -> None:
+    """Remove the pid file if it still names this process (a newer server may own it now)."""
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text(encoding="ascii").strip()) == os.getpid():
+            path.unlink()
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     """SIGINT/SIGTERM (and Ctrl-Break on Windows) call ``stop`` instead of killing the process."""
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
@@ -109,9 +147,9 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     previous = {}
     for sig in signals:
         try:
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop, sig.name)
         except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
-            previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+            previous[sig] = signal.signal(sig, lambda *_, name=sig.name: loop.call_soon_threadsafe(stop, name))
     try:
         yield
     finally:
@@ -122,15 +160,28 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
                 loop.remove_signal_handler(sig)
 
 
-def serve(opts: ServeOptions) -> int:
-    """Run the server in this process until SIGINT/SIGTERM."""
+def loop_factory(platform: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the server runs on, for ``platform`` (``sys.platform`` when None).
+
+    Windows: a selector loop (psycopg refuses asyncio's default Proactor loop there). Elsewhere
+    uvloop when installed (a dependency off Windows), else asyncio's default (None).
+    """
+    if (platform or sys.platform) == "win32":
+        return asyncio.SelectorEventLoop
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
+
+
+def serve(opts: ServeOptions, platform: str | None = None) -> int:
+    """Run the server in this process until a stop signal or ``POST /v1.0/shutdown``."""
     logging.basicConfig(
         level=getattr(logging, opts.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        import uvloop
-
-        return uvloop.run(serve_async(opts))
-    except ImportError:
-        return asyncio.run(serve_async(opts))
+    with asyncio.Runner(loop_factory=loop_factory(platform)) as runner:
+        log.debug("event loop: %s", type(runner.get_loop()).__name__)
+        return runner.run(serve_async(opts))
