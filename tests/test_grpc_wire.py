@@ -222,7 +222,7 @@ def test_oversized_and_compressed_messages_are_refused_and_the_connection_goes_o
     meta, _ = c.result(c.call(SAVE, grpc_message(big)))
     assert meta[b"grpc-status"] == b"8" and b"MiB" in meta[b"grpc-message"]  # RESOURCE_EXHAUSTED
     meta, _ = c.result(c.call(GET, grpc_message(api_v1.GetStateRequest(store_name="statestore", key="k"), compressed=True)))
-    assert meta[b"grpc-status"] == b"12"  # UNIMPLEMENTED
+    assert meta[b"grpc-status"] == b"13"  # INTERNAL: the compressed flag without grpc-encoding
     meta, _ = c.result(c.call(GET, b"\0\0\0\0\x09abc"))  # a length prefix that lies
     assert meta[b"grpc-status"] == b"13"
     save(c, "after", b"ok")
@@ -488,13 +488,14 @@ def test_frames_on_a_closed_stream_are_errors_unless_we_reset_it(server: Devinit
     reset = (4).to_bytes(3, "big") + bytes((3, 0)) + (1).to_bytes(4, "big") + (5).to_bytes(4, "big")
     assert reset in _read_until(raw, reset, timeout=5)
     raw.close()
-    # HEADERS reopening it: a connection error (STREAM_CLOSED), not a call left hanging
+    # HEADERS reopening it: a connection error (PROTOCOL_ERROR: a stream id not above the last
+    # one opened, RFC 9113 5.1.1), not a call left hanging
     raw = _connect(server.grpc_port)
     raw.sendall(call)
     _read_until(raw, b"grpc-status")
     raw.sendall(_frame(1, 0x4 | 0x1, 1, _request_block(enc)))
     goaway = [p for t, _, _, p in _frames(_read_until(raw, None)) if t == 7]
-    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 5, goaway
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, goaway
     raw.close()
     # a stream we reset (answered at its headers while the client still sent): its DATA is dropped
     raw = _connect(server.grpc_port)
