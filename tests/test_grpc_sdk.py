@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -410,6 +411,29 @@ def test_etag_from_grpc_works_over_http(dapr: DaprClient, http: httpx.Client, ke
 
 
 # -- the async client ------------------------------------------------------------------
+
+
+class _Gzip(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends every call gzip-compressed: a client configured for compression."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(details._replace(compression=grpc.Compression.Gzip), request)
+
+
+def test_a_client_configured_for_gzip_works(sdk_env: DevinitServer, key: str) -> None:
+    """grpc's own message compression (grpc-encoding: gzip), as the SDK's channel sends it
+    with a compressing interceptor; the 4 MiB limit applies to the message once inflated."""
+    value = b"gzip me " * 300_000  # 2.4 MB, a few KB compressed
+    with DaprClient(interceptors=[_Gzip()]) as d:
+        d.save_state(STORE, key, value)
+        assert d.get_state(STORE, key).data == value
+        with pytest.raises(DaprGrpcError) as excinfo:
+            d.save_state(STORE, key + "-big", b"z" * (5 * 1024 * 1024))  # ~5 KB on the wire, 5 MiB inflated
+        assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "decompressed" in (excinfo.value.details() or "")
+    with DaprClient() as d:
+        assert d.get_state(STORE, key).data == value
+        assert d.get_state(STORE, key + "-big").data == b""
 
 
 def test_async_client(sdk_env: DevinitServer, key: str) -> None:

@@ -508,3 +508,149 @@ def test_frames_on_a_closed_stream_are_errors_unless_we_reset_it(server: Devinit
     assert any(t == 0 and s == 3 for t, _, s, _ in got), got
     assert not [p for t, _, s, p in got if t == 7 or (t == 3 and s == 1)], got  # no GOAWAY, no second reset
     raw.close()
+
+
+# -- issue 13: resource control, one socket-level test per point (details: test_h2_connection.py) --
+
+
+def _goaway_code(data: bytes) -> int | None:
+    codes = [int.from_bytes(p[4:8], "big") for t, _, _, p in _frames(data) if t == 7]
+    return codes[0] if codes else None
+
+
+def test_hpack_size_updates_and_oversized_header_frames_end_the_connection(server: DevinitServer) -> None:
+    """RFC 7541 4.2 allows two size updates at the start of a block; a HEADERS frame full of
+    them once stalled every client of the server. Three are a COMPRESSION_ERROR, and a
+    HEADERS frame over the block cap ends the connection before it is decoded."""
+    raw = _connect(server.grpc_port)
+    raw.sendall(_frame(1, 0x4 | 0x1, 1, b"\x20\x3f\xe1\x1f\x20" + _request_block(hpack.Encoder())))
+    assert _goaway_code(_read_until(raw, None)) == 9  # COMPRESSION_ERROR
+    raw.close()
+    raw = _connect(server.grpc_port)
+    raw.sendall(_frame(1, 0x4 | 0x1, 1, b"\x3f\xe1\x1f" * 100_000))  # 300 KB of size updates
+    assert _goaway_code(_read_until(raw, None)) == 1  # PROTOCOL_ERROR: over the cap
+    raw.close()
+    c = Client(server.grpc_port)
+    save(c, "after-updates", b"1")  # the server goes on
+    c.close()
+
+
+def test_resets_the_server_is_made_to_send_are_counted(server: DevinitServer) -> None:
+    """HEADERS then WINDOW_UPDATE(0) on its stream: the server resets it (PROTOCOL_ERROR).
+    Those resets count like the client's own: past 2,000 in 10 s, GOAWAY ENHANCE_YOUR_CALM."""
+    raw = _connect(server.grpc_port)
+    enc = hpack.Encoder()
+    burst = b"".join(_frame(1, 0x4, sid, _request_block(enc)) + _frame(8, 0, sid, bytes(4)) for sid in range(1, 2 * 2001 + 1, 2))
+    raw.sendall(burst)
+    got = _read_until(raw, None, timeout=20)
+    assert _goaway_code(got) == 0xB, _frames(got)[-3:]  # ENHANCE_YOUR_CALM
+    raw.close()
+
+
+def test_empty_data_frames_are_limited(server: DevinitServer) -> None:
+    raw = _connect(server.grpc_port)
+    raw.sendall(_frame(1, 0x4, 1, _request_block(hpack.Encoder())) + _frame(0, 0, 1, b"") * 100)
+    reset = (4).to_bytes(3, "big") + bytes((3, 0)) + (1).to_bytes(4, "big") + (0xB).to_bytes(4, "big")
+    assert reset in _read_until(raw, reset, timeout=10)  # RST_STREAM(ENHANCE_YOUR_CALM)
+    raw.close()
+
+
+def test_a_connection_without_preface_is_closed(server: DevinitServer) -> None:
+    raw = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30)
+    raw.sendall(b"PRI * HTTP/2.0\r\n")  # half a preface, then nothing
+    raw.settimeout(30)
+    got = b""
+    closed = False
+    try:
+        while True:
+            chunk = raw.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    raw.close()
+    assert closed, "still open after 30 s without a preface"
+
+
+def test_an_oversized_header_list_fails_that_call_only(server: DevinitServer) -> None:
+    c = Client(server.grpc_port)
+    save(c, "hl", b"v")
+    body = grpc_message(api_v1.GetStateRequest(store_name="statestore", key="hl"))
+    other = c.headers(GET)  # a call in flight on the same connection
+    big = c.call(GET, body, extra=[("x-big", "b" * (70 * 1024))])
+    meta, _ = c.result(big)
+    assert meta[b":status"] == b"431" and meta[b"grpc-status"] == b"8", meta  # RESOURCE_EXHAUSTED
+    c.conn.send_data(other, body, end_stream=True)
+    c.flush()
+    meta, data = c.result(other)
+    assert meta[b"grpc-status"] == b"0" and api_v1.GetStateResponse.FromString(data[5:]).data == b"v"
+    c.close()
+
+
+def test_malformed_requests_are_stream_errors_and_other_content_types_415(server: DevinitServer) -> None:
+    raw = _connect(server.grpc_port)
+    enc = hpack.Encoder()
+    no_method = enc.encode([(":scheme", "http"), (":path", GET), (":authority", "x"), ("content-type", "application/grpc")])
+    upper = _request_block(enc, extra=[("X-Upper", "1")])
+    raw.sendall(_frame(1, 0x4 | 0x1, 1, no_method) + _frame(1, 0x4 | 0x1, 3, upper))
+    reset3 = (4).to_bytes(3, "big") + bytes((3, 0)) + (3).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    got = _frames(_read_until(raw, reset3, timeout=10))
+    assert [(s, p) for t, _, s, p in got if t == 3] == [(1, bytes([0, 0, 0, 1])), (3, bytes([0, 0, 0, 1]))], got
+    text = enc.encode(
+        [(":method", "POST"), (":scheme", "http"), (":path", GET), (":authority", "x"), ("content-type", "text/plain")]
+    )
+    raw.sendall(_frame(1, 0x4 | 0x1, 5, text))
+    got = _read_until(raw, b"gRPC-Web")
+    headers = [p for t, _, s, p in _frames(got) if t == 1 and s == 5]
+    assert headers and dict(hpack.Decoder().decode(headers[0], raw=True))[b":status"] == b"415"
+    raw.close()
+
+
+def test_a_closed_connection_leaves_no_cycle_holding_its_answers() -> None:
+    """An answer waiting for a window when the client goes: nothing of it may stay reachable
+    from a reference cycle (the collector would free it only at its next full pass)."""
+    import asyncio
+    import gc
+
+    from devinit.server.grpc_wire import GrpcServer, Reply
+    from support import free_port
+
+    async def big(call: Any) -> Reply:
+        await asyncio.sleep(0)
+        return Reply(message=b"x" * (1 << 20))
+
+    async def scenario() -> list[Any]:
+        port = free_port()
+        srv = GrpcServer(big, lambda call: None, "127.0.0.1", port)
+        await srv.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + _frame(4, 0, 0, b"")
+            + b"".join(_frame(1, 0x4, s, _request_block(hpack.Encoder())) + _frame(0, 1, s, b"\0\0\0\0\0") for s in (1, 3, 5))
+        )
+        await writer.drain()
+        await reader.readexactly(1000)  # answers are under way, blocked on the 64 KiB window
+        writer.close()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if not srv.connections:
+                break
+        assert not srv.connections
+        await srv.stop(grace=0)
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector would free is kept, to be looked at
+        try:
+            gc.collect()
+            return [o for o in gc.garbage if type(o).__name__ in ("Stream", "_Stream")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    gc.disable()
+    try:
+        cyclic = asyncio.run(scenario())
+    finally:
+        gc.enable()
+    assert cyclic == []

@@ -9,6 +9,7 @@ up front); a missing node or npm skips locally and fails under CI=true.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ def node() -> str:
     return node_bin
 
 
-def run_scenario(node: str, server: DevinitServer, prefix: str, tmp_path: Path, script: str = "state.js") -> dict[str, Any]:
+def run_scenario(
+    node: str, server: DevinitServer, prefix: str, tmp_path: Path, script: str = "state.js", *args: str
+) -> dict[str, Any]:
     report = tmp_path / "report.json"
     env = {
         **os.environ,
@@ -52,7 +55,7 @@ def run_scenario(node: str, server: DevinitServer, prefix: str, tmp_path: Path, 
     }
     env.pop("DAPR_HTTP_ENDPOINT", None)  # would win over the port
     env.pop("DAPR_GRPC_ENDPOINT", None)
-    proc = subprocess.run([node, script, str(report)], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([node, script, str(report), *args], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"node {script} failed:\n{proc.stdout}\n{proc.stderr}\nserver log:\n{server.log()}"
     return json.loads(report.read_text())
 
@@ -131,3 +134,32 @@ def test_js_sdk_over_grpc(node: str, server: DevinitServer, key: str, tmp_path: 
     assert r["unknownStore"]["error"]["code"] == 3  # INVALID_ARGUMENT, as a sidecar answers
     assert "not found" in r["unknownStore"]["error"]["message"]
     assert r["many"] == {"ok": 200}  # 200 concurrent calls on one connection
+
+
+def test_js_grpc_stacks_compress_and_oversized_metadata_fails_one_call(
+    node: str, server: DevinitServer, key: str, tmp_path: Path
+) -> None:
+    """connect-node (the JS SDK's transport) and grpc-js, each sending gzip-compressed messages;
+    then grpc-js makes three calls at once, one with metadata over the 64 KiB header list:
+    that call fails with RESOURCE_EXHAUSTED, the other two succeed (issue 13, points 6 and 7)."""
+    from dapr.proto import api_v1
+
+    value = b"compressible " * 100_000  # 1.3 MB
+    save = api_v1.SaveStateRequest(store_name=STORE, states=[{"key": f"{key}-g", "value": value}])
+    get = api_v1.GetStateRequest(store_name=STORE, key=f"{key}-g")
+    given = {
+        "store": STORE,
+        "connectKey": f"{key}-c",
+        "save": base64.b64encode(save.SerializeToString()).decode(),
+        "get": base64.b64encode(get.SerializeToString()).decode(),
+    }
+    (tmp_path / "input.json").write_text(json.dumps(given))
+    r = run_scenario(node, server, key, tmp_path, "grpc_wire.js", str(tmp_path / "input.json"))
+    assert r["connectSave"] == {"ok": None}, r["connectSave"]
+    assert r["connectGet"] == {"ok": 2 * 1024 * 1024}
+    assert "ok" in r["grpcSave"], r["grpcSave"]
+    assert api_v1.GetStateResponse.FromString(base64.b64decode(r["grpcGet"]["ok"])).data == value
+    first, big, third = r["concurrent"]
+    assert big["error"]["code"] == 8, big  # RESOURCE_EXHAUSTED
+    for other in (first, third, r["after"]):
+        assert api_v1.GetStateResponse.FromString(base64.b64decode(other["ok"])).data == value, other

@@ -112,6 +112,33 @@ def test_no_secret_in_debug_logs(tmp_path: Path):
     assert SECRET not in log and token not in log
 
 
+def test_no_token_in_debug_logs_over_grpc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The official SDK over gRPC, with a token, at --log-level debug: the HPACK library
+    decodes every header (its own debug log would print them); the token never reaches the log."""
+    from dapr.clients import DaprClient
+    from dapr.conf import settings
+
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    token = "tok-" + "5e6f7a8b9c0d"
+    srv = DevinitServer(folder, "--log-level", "debug", env={"DAPR_API_TOKEN": token})
+    try:
+        for name, value in (("DAPR_HTTP_PORT", srv.http_port), ("DAPR_GRPC_PORT", srv.grpc_port), ("DAPR_API_TOKEN", token)):
+            monkeypatch.setenv(name, str(value))
+            monkeypatch.setattr(settings, name, value, raising=False)
+        for name in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.setattr(settings, name, None, raising=False)
+        with DaprClient() as d:
+            d.save_state("statestore", "k", b"v")
+            assert d.get_state("statestore", "k").data == b"v"
+    finally:
+        srv.stop()
+    log = srv.log()
+    assert "DEBUG devinit" in log  # devinit's own debug lines are there
+    assert token not in log
+
+
 def test_broken_component_files_name_file_and_field(tmp_path: Path):
     """More broken files than tests/test_server.py covers; the good stores keep working."""
     folder = tmp_path / "components"

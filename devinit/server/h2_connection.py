@@ -330,7 +330,9 @@ class H2Connection:
                 self.closing = (PROTOCOL_ERROR, "no connection preface")
                 return f"no HTTP/2 connection preface within {limits.preface_timeout:g} s"
             return None
-        if not self.streams and not self.orphans and now - self.last_stream_at > limits.idle_timeout:
+        if self.streams or self.orphans:  # busy: idleness counts from the last tick that saw it busy
+            self.last_stream_at = now
+        elif now - self.last_stream_at > limits.idle_timeout:
             self.goaway(self.last_id)
             self.closing = (NO_ERROR, "idle")
             return f"no call for {limits.idle_timeout:g} s"
@@ -345,6 +347,7 @@ class H2Connection:
         for stream in streams:
             self._drop(stream)
         self.header_cache.clear()
+        self.buf = bytearray()  # a frame half received
 
     def fail(self, code: int, why: str) -> None:
         """A connection error: GOAWAY with its code; every stream is cancelled."""

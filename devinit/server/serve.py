@@ -176,12 +176,20 @@ def loop_factory(platform: str | None = None) -> Callable[[], asyncio.AbstractEv
     return new_loop
 
 
+def configure_logging(level: str) -> None:
+    """devinit's own loggers at ``level``; every other library's at INFO at most.
+
+    Third-party debug logs are not devinit's to expose: hpack's, for one, logs every header
+    it decodes, ``dapr-api-token`` values included."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    wanted = getattr(logging, level.upper(), logging.INFO)
+    logging.getLogger().setLevel(max(wanted, logging.INFO))
+    logging.getLogger("devinit").setLevel(wanted)
+
+
 def serve(opts: ServeOptions, platform: str | None = None) -> int:
     """Run the server in this process until a stop signal or ``POST /v1.0/shutdown``."""
-    logging.basicConfig(
-        level=getattr(logging, opts.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(opts.log_level)
     with asyncio.Runner(loop_factory=loop_factory(platform)) as runner:
         log.debug("event loop: %s", type(runner.get_loop()).__name__)
         return runner.run(serve_async(opts))
