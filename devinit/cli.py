@@ -57,6 +57,12 @@ def cli() -> None:
     default=None,
     help="Write this process's pid here once both ports listen (removed when it stops).",
 )
+@click.option(
+    "--allowed-origins",
+    default="",
+    help="Web origins whose pages may call the HTTP API besides loopback ones, comma-separated "
+    "(e.g. 'https://app.example.com'; '*' for any) [default: loopback pages only].",
+)
 def serve(
     components_path: Path | None,
     http_port: int,
@@ -67,6 +73,7 @@ def serve(
     api_token: str | None,
     store_timeout: float,
     pid_file: Path | None,
+    allowed_origins: str,
 ) -> None:
     """Run the state server in the foreground until Ctrl-C / SIGTERM / POST /v1.0/shutdown."""
     from devinit import paths
@@ -83,6 +90,7 @@ def serve(
         log_level=log_level,
         store_timeout=store_timeout,
         pid_file=pid_file,
+        allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()),
     )
     sys.exit(run(opts))
 

@@ -6,12 +6,21 @@ protocol that parses with httptools and writes each response once with Content-L
 the same handler at two to three times the rate. What it supports is what a state API client
 needs, and no more:
 
-- HTTP/1.0 and 1.1, keep-alive, pipelined requests (answered in order, one at a time per
-  connection), ``Content-Length`` and chunked request bodies, ``Expect: 100-continue``;
+- HTTP/1.0 and 1.1, keep-alive (echoed to an HTTP/1.0 client that asks), pipelined requests
+  (answered in order, one at a time per connection), ``Content-Length`` and chunked request
+  bodies, ``Expect: 100-continue``, HEAD wherever GET is served (the handler sees a GET);
 - limits: request bodies (413, without reading a declared-too-large body), URL and header
-  size (431), idle keep-alive connections closed after ``idle_timeout``;
-- malformed requests and upgrades answered 400 and closed; a handler that raises answers 500
-  (the traceback is logged) and the connection goes on;
+  size (431, counted as the bytes arrive: a header that never ends is refused too), idle
+  keep-alive connections closed after ``idle_timeout``;
+- ``Upgrade`` (``h2c``: what ``curl --http2`` sends) is ignored and the request served as
+  HTTP/1.1 (RFC 9110 7.8); malformed requests, a missing or repeated Host (RFC 9112 3.2) and
+  CONNECT are answered 400 and closed; a handler that raises answers 500 (the traceback is
+  logged) and the connection goes on;
+- an answer that ends the connection is followed by a half-close, and what the client still
+  sends is read and dropped for a moment (bounded), so that it reads the answer instead of a
+  reset (a 413 for a body it is still sending);
+- ``screen``, when given, sees each request before the handler (``browser.BrowserPolicy``):
+  it may answer instead, or name headers to add to the answer;
 - graceful stop: stop listening, let requests in flight finish (bounded), close the rest.
 
 The handler is ``async def handler(request: Request) -> Response`` with the whole body read.
@@ -37,6 +46,8 @@ log = logging.getLogger("devinit.http")
 MAX_BODY = 4 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # URL plus headers
 MAX_PIPELINED = 32  # complete requests waiting per connection before reading pauses
+LINGER = 2.0  # seconds an ending connection keeps reading (and dropping) what the client sends
+_LINGER_BYTES = 64 << 20  # and how much of it at most
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -56,6 +67,10 @@ class Request:
 #: (status, headers, body); Content-Length and Connection are added by the server
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+#: before the handler: None to serve, a Response to answer instead, or headers to add to the answer
+Screen = Callable[[Request], "Response | list[tuple[bytes, bytes]] | None"]
+#: keep-alive as queued with a request: close, keep (HTTP/1.1), keep and say so (HTTP/1.0)
+_CLOSE, _KEEP, _KEEP_ECHO = 0, 1, 2
 
 
 def _status_line(status: int) -> bytes:
@@ -74,22 +89,27 @@ class _Protocol(asyncio.Protocol):
         self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.queue: deque[tuple[Request | Response, bool]] = deque()
+        self.queue: deque[tuple[Request | Response, int, bool]] = deque()  # (item, keep-alive, HEAD)
         self.busy = False
         self.pumping = False  # inside _pump(): requests that finish there do not re-enter it
         self.paused = False  # reading paused: too many requests queued, or the client reads slowly
         self.write_blocked = False  # the transport's write buffer is over its high-water mark
         self.failed = False  # answered an unreadable request and closing: ignore the rest
+        self.lingering = 0  # > 0: half-closed, dropping what still arrives (counts it)
         self.last_active = 0.0
+        self.in_head = False  # the head of a request is arriving
+        self.head_fresh = False  # and it began in the chunk being parsed
+        self.head_fed = 0  # bytes of the chunks that arrived wholly inside that head
+        self.upgrading = False  # a request httptools will treat as an upgrade: served as HTTP/1.1
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.head_size = 0
-        self.chunks: list[bytes] = []
-        self.body_size = 0
+        self.body: bytes | bytearray = b""  # one buffer (the first piece as it came)
         self.refusal: Response | None = None  # an answer decided before the body arrived
+        self.refusal_closes = False  # and the connection ends after it
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -105,12 +125,54 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self.lingering:
+            self.lingering += len(data)
+            if self.lingering > _LINGER_BYTES and self.transport is not None:
+                self.transport.close()
+            return
+        if self.in_head and self.head_fed > MAX_HEAD:
+            # httptools hands a header over only once it ends: bound the head as it arrives
+            self._fail(431, b"the request URL and headers are too large")
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, b"protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as e:
+            if self.upgrading:
+                self._serve_without_upgrade(data[e.args[0] :])
+            else:
+                self._fail(400, b"CONNECT is not supported")
         except httptools.HttpParserError as e:
             self._fail(400, b"malformed HTTP request: " + str(e).encode("ascii", "replace"))
+        if self.in_head:
+            if self.head_fresh:  # the head began in this chunk: count from the next one
+                self.head_fresh = False
+            else:
+                self.head_fed += len(data)
+
+    def eof_received(self) -> bool | None:
+        if self.lingering and self.transport is not None:
+            self.transport.close()  # the client read the answer and closed: done lingering
+        return None
+
+    def _serve_without_upgrade(self, rest: bytes) -> None:
+        """Serve a request that asked for an upgrade (``h2c``) as the HTTP/1.1 request it also
+        is: httptools stopped at its head as if a new protocol followed, so its head is given
+        again without the upgrade headers, followed by the bytes after it (its body, then any
+        request after it)."""
+        self.upgrading = False
+        method = self.parser.get_method()
+        version = self.parser.get_http_version().encode("ascii")
+        head = [method + b" " + self.url + b" HTTP/" + version + b"\r\n"]
+        for name, value in self.headers.items():
+            if name in (b"upgrade", b"http2-settings"):
+                continue
+            if name == b"connection":
+                value = b",".join(t for t in value.split(b",") if t.strip().lower() not in (b"upgrade", b"http2-settings"))
+                if not value:
+                    continue
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"\r\n")
+        self.data_received(b"".join(head) + rest)
 
     def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests too
         self.write_blocked = True
@@ -126,6 +188,8 @@ class _Protocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.in_head = self.head_fresh = True
+        self.head_fed = 0
 
     def on_url(self, url: bytes) -> None:
         if self.failed:
@@ -142,42 +206,71 @@ class _Protocol(asyncio.Protocol):
         if self.head_size > MAX_HEAD:
             self._fail(431, b"the request URL and headers are too large")
             return
-        self.headers[name.lower()] = value
+        key = name.lower()
+        if key == b"host" and key in self.headers:
+            self._refuse(self.server.error_response(400, "the request has two Host headers (RFC 9112 3.2)"))
+        self.headers[key] = value
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.failed:
             return
-        length = self.headers.get(b"content-length")
+        headers = self.headers
+        if b"host" not in headers and self.parser.get_http_version() != "1.0":
+            self._refuse(self.server.error_response(400, "the request has no Host header (HTTP/1.1 needs one, RFC 9112 3.2)"))
+        if b"upgrade" in headers and self.parser.should_upgrade():
+            self.upgrading = True  # its head is given again without the upgrade: nothing to do now
+            return
+        length = headers.get(b"content-length")
         idle = not self.busy and not self.queue  # nothing else to answer first
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
             self.refusal = self.server.too_large()
             if idle:
                 self._close_with(self.refusal)  # answer now and never read the body
                 return
-        if idle and self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
+        if idle and headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refuse(self, response: Response) -> None:
+        """Answer this request with ``response`` (once it is read), then close."""
+        if self.refusal is None:
+            self.refusal = response
+            self.refusal_closes = True
 
     def on_body(self, body: bytes) -> None:
         if self.refusal is not None or self.failed:
             return
-        self.body_size += len(body)
-        if self.body_size > MAX_BODY:
+        held = self.body
+        if len(held) + len(body) > MAX_BODY:
             self.refusal = self.server.too_large()
-            self.chunks = []
-            return
-        self.chunks.append(body)
+            self.body = b""
+        elif not held:
+            self.body = body  # the common case: the whole body in one piece, no copy
+        elif type(held) is bytes:
+            self.body = bytearray(held) + body  # many pieces (1-byte chunks...): one buffer, not a list
+        else:
+            held += body
 
     def on_message_complete(self) -> None:
-        if self.failed:  # httptools goes on parsing the buffer after we refused a request
+        if self.failed or self.upgrading:  # failed: httptools goes on parsing after we refused
             return
-        keep_alive = self.parser.should_keep_alive()
+        keep_alive = _KEEP if self.parser.should_keep_alive() else _CLOSE
+        if keep_alive and b"connection" in self.headers and self.parser.get_http_version() == "1.0":
+            keep_alive = _KEEP_ECHO
+        head = False
         if self.refusal is not None:
             item: Request | Response = self.refusal
+            if self.refusal_closes:
+                keep_alive = _CLOSE
         else:
             path, _, query = self.url.partition(b"?")
-            body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            item = Request(self.parser.get_method().decode("ascii"), path, query, self.headers, body)
-        self.queue.append((item, keep_alive))
+            body = self.body
+            method = self.parser.get_method()
+            if method == b"HEAD":  # served as the GET it stands for, answered without the body
+                method = b"GET"
+                head = True
+            item = Request(method.decode("ascii"), path, query, self.headers, body if type(body) is bytes else bytes(body))
+        self.queue.append((item, keep_alive, head))
         if not self.busy:
             self._pump()
         elif len(self.queue) >= MAX_PIPELINED and not self.paused and self.transport is not None:
@@ -196,15 +289,27 @@ class _Protocol(asyncio.Protocol):
         if self.pumping:
             return  # a request finished inside the loop below: it goes on from there
         self.pumping = True
+        screen = self.server.screen
         try:
             while self.queue and not self.busy:
-                item, keep_alive = self.queue.popleft()
+                item, keep_alive, head = self.queue.popleft()
                 if isinstance(item, Request):
+                    extra = None
+                    if screen is not None:
+                        verdict = screen(item)
+                        if verdict is not None:
+                            if type(verdict) is tuple:  # answered instead of the handler
+                                self._write(verdict, keep_alive, head, None)
+                                if not keep_alive:
+                                    self._close()
+                                continue
+                            extra = cast(list[tuple[bytes, bytes]], verdict)
                     self.busy = True
                     self.server.in_flight += 1
-                    Driven(self.handler(item), functools.partial(self._handled, item, keep_alive), self.loop).step()
+                    done = functools.partial(self._handled, item, keep_alive, head, extra)
+                    Driven(self.handler(item), done, self.loop).step()
                 else:
-                    self._write(item, keep_alive, head=False)
+                    self._write(item, keep_alive, False, None)
                     if not keep_alive:
                         self._close()
         finally:
@@ -212,46 +317,69 @@ class _Protocol(asyncio.Protocol):
         if not self.busy and not self.queue:
             self._resume()
 
-    def _handled(self, request: Request, keep_alive: bool, response: Response | None, error: BaseException | None) -> None:
+    def _handled(
+        self,
+        request: Request,
+        keep_alive: int,
+        head: bool,
+        extra: list[tuple[bytes, bytes]] | None,
+        response: Response | None,
+        error: BaseException | None,
+    ) -> None:
+        """A handler's answer (or its error): write it, then go on with the next queued request."""
         if error is not None:  # a bug: answer 500, keep serving
             log.error("error while handling %s %s", request.method, request.path.decode("latin-1"), exc_info=error)
             response = self.server.internal_error()
         assert response is not None  # Driven gives a result or an error
-        self._finish(request, keep_alive, response)
-
-    def _finish(self, request: Request, keep_alive: bool, response: Response) -> None:
-        """A handler's answer: write it, then go on with the next queued request."""
         self.server.in_flight -= 1
         self.busy = False
         if self.server.stopping:
-            keep_alive = False
-        self._write(response, keep_alive, head=request.method == "HEAD")
+            keep_alive = _CLOSE
+        self._write(response, keep_alive, head, extra)
         if not keep_alive:
             self._close()
         else:
             self._pump()
 
     def _close(self) -> None:
+        """End the connection after the answers written: half-close, then linger (bounded)
+        reading and dropping what the client still sends, so that it reads our answer
+        instead of a reset for the bytes we left unread."""
         self.queue.clear()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.lingering:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.lingering = 1
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        self.loop.call_later(LINGER, transport.close)
 
     def _resume(self) -> None:
         if self.paused and not self.write_blocked and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
 
-    def _write(self, response: Response, keep_alive: bool, head: bool) -> None:
+    def _write(self, response: Response, keep_alive: int, head: bool, extra: list[tuple[bytes, bytes]] | None) -> None:
         if self.transport is None or self.transport.is_closing():
             return
         status, headers, body = response
         parts = [_STATUS_LINES.get(status) or _status_line(status)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
+        if extra:
+            for name, value in extra:
+                parts += (name, b": ", value, b"\r\n")
         if status not in _NO_BODY_STATUS:
             parts.append(b"Content-Length: %d\r\n" % len(body))
         if not keep_alive:
             parts.append(b"Connection: close\r\n")
+        elif keep_alive == _KEEP_ECHO:
+            parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         if body and not head and status not in _NO_BODY_STATUS:
             parts.append(body)
@@ -268,13 +396,13 @@ class _Protocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if self.busy or self.queue:  # pipelined requests before this one are answered first
-            self.queue.append((response, False))
+            self.queue.append((response, _CLOSE, False))
             if not self.paused:
                 self.transport.pause_reading()
                 self.paused = True
             return
-        self._write(response, keep_alive=False, head=False)
-        self.transport.close()
+        self._write(response, _CLOSE, False, None)
+        self._close()
 
     def close_if_idle(self, now: float, idle_timeout: float) -> None:
         if self.transport is not None and not self.busy and not self.queue and now - self.last_active > idle_timeout:
@@ -293,8 +421,10 @@ class H1Server:
         error_response: Callable[[int, str], Response],
         idle_timeout: float = 30.0,
         backlog: int = 2048,
+        screen: Screen | None = None,
     ) -> None:
         self.handler = handler
+        self.screen = screen
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout

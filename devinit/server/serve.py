@@ -38,24 +38,27 @@ class ServeOptions:
     log_level: str = "info"
     store_timeout: float = DEFAULT_STORE_TIMEOUT
     pid_file: Path | None = None  # written with this process's pid once both ports listen
+    allowed_origins: tuple[str, ...] = ()  # web origins allowed besides loopback ones (browser.py)
 
 
 async def serve_async(opts: ServeOptions) -> int:
     """Serve until a stop signal; returns the process exit code."""
     from devinit import ports
     from devinit.errors import GrpcBindError
+    from devinit.server.browser import BrowserPolicy
     from devinit.server.grpc_api import start_grpc_server
     from devinit.server.http_api import HttpApp, error_response
     from devinit.server.http_wire import H1Server
 
     log.debug(
-        "settings: host %s, HTTP port %d, gRPC port %d, store timeout %gs, app id %s, API token %s",
+        "settings: host %s, HTTP port %d, gRPC port %d, store timeout %gs, app id %s, API token %s, allowed origins %s",
         opts.host,
         opts.http_port,
         opts.grpc_port,
         opts.store_timeout,
         opts.app_id,
         "set" if opts.api_token else "not set",
+        ", ".join(opts.allowed_origins) or "loopback only",
     )
     runtime = await Runtime.start(opts.components_path, opts.app_id, opts.api_token, opts.store_timeout)
     stores = ", ".join(f"{n} ({e.spec.type})" for n, e in sorted(runtime.entries.items())) or "none"
@@ -73,7 +76,8 @@ async def serve_async(opts: ServeOptions) -> int:
             return 1
         log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
         app = HttpApp(runtime)
-        server = H1Server(app, opts.host, opts.http_port, error_response=error_response)
+        browsers = BrowserPolicy(opts.host, opts.allowed_origins, error_response)
+        server = H1Server(app, opts.host, opts.http_port, error_response=error_response, screen=browsers.screen)
         try:
             await server.start()
         except OSError as e:
