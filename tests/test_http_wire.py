@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import select
+import shutil
 import socket
+import subprocess
 import threading
+import tracemalloc
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from devinit.server.http_api import error_response
 from devinit.server.http_wire import MAX_BODY, H1Server, Request, Response
-from support import free_port
+from support import DevinitServer, free_port, need, write_component
 
 CALLS: list[bytes] = []  # paths that reached the handler
 
@@ -227,3 +234,128 @@ def test_a_bad_pipelined_request_is_answered_after_the_ones_before_it(port):
     first, second = got.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 ") and first.endswith(b"GET /slow? len=0")
     assert second.startswith(b"400 ") and b"Connection: close" in second
+
+
+# -- issue 13: hostile and clumsy clients ------------------------------------------------------
+
+
+def test_a_header_that_never_ends_is_refused_as_it_arrives(port):
+    """httptools hands a header over only once it ends: the head is bounded as its bytes
+    arrive, so a header value that never ends gets 431 after ~64 KiB, not after all of it."""
+    sent = 0
+    got = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        piece = b"a" * 16384
+        s.setblocking(False)
+        while sent < 8 * 1024 * 1024 and not got:
+            try:
+                sent += s.send(piece)
+            except (BlockingIOError, ConnectionError):
+                pass
+            try:
+                got = s.recv(65536)
+            except BlockingIOError:
+                select.select([s], [], [], 0.01)
+    assert got.startswith(b"HTTP/1.1 431 "), (sent, got[:100])
+    assert sent < 2 * 1024 * 1024
+
+
+def test_one_byte_chunks_are_held_in_one_buffer(port):
+    """A chunked body of 1-byte chunks: one buffer on the server, not a list of pieces
+    (300k chunks held ~12 MB as a list)."""
+    n = 300_000
+    data = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * n + b"0\r\n\r\n"
+    tracemalloc.start()
+    try:
+        got = talk(port, data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.endswith(b"POST /c? len=%d" % n)
+    assert peak < 4 * 1024 * 1024, peak
+
+
+def test_an_h2c_upgrade_is_ignored_and_the_request_served(port):
+    """What `curl --http2` sends over http://: served as HTTP/1.1, body included, and the
+    request after it answered in step (RFC 9110 7.8: a server may ignore Upgrade)."""
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    data = (
+        b"POST /a HTTP/1.1\r\nHost: x\r\n" + upgrade + b"Content-Length: 5\r\n\r\nhello" + b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    got = talk(port, data, responses=2)
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and b"101" not in got.split(b"\r\n")[0]
+    assert b"POST /a? len=5" in got and got.endswith(b"GET /b? len=0")
+    chunked = b"POST /c HTTP/1.1\r\nHost: x\r\n" + upgrade + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert talk(port, chunked).endswith(b"POST /c? len=3")
+
+
+def test_host_header_rules(port):
+    assert talk(port, b"GET /a HTTP/1.1\r\n\r\n", until_close=True).startswith(b"HTTP/1.1 400 ")
+    two = talk(port, b"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", until_close=True)
+    assert two.startswith(b"HTTP/1.1 400 ") and b"two Host" in two
+    assert talk(port, b"GET /old HTTP/1.0\r\n\r\n", until_close=True).startswith(b"HTTP/1.1 200 ")  # 1.0: none needed
+    assert CALLS[-1] == b"/old"
+
+
+def test_a_413_reaches_the_client_that_is_still_sending(port):
+    """urllib sends the whole body before it reads: the answer must survive (half-close and
+    read what is still coming) instead of a reset for the unread body."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/big", data=b"x" * (MAX_BODY + 1024 * 1024), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(req, timeout=20)
+    assert excinfo.value.code == 413 and b"ERR_BODY_TOO_LARGE" in excinfo.value.read()
+
+
+def test_http_1_0_keep_alive_is_echoed(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for path in (b"/one", b"/two"):
+            s.sendall(b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % path)
+            got = b""
+            while not got.endswith(b"GET %s? len=0" % path):
+                chunk = s.recv(1000)
+                assert chunk, "closed: the keep-alive was not kept"
+                got += chunk
+            assert b"Connection: keep-alive\r\n" in got
+
+
+def test_head_works_wherever_get_does(tmp_path):
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    srv = DevinitServer(folder)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            assert c.post("/v1.0/state/statestore", json=[{"key": "h", "value": {"a": 1}}]).status_code == 204
+            for path in ("/v1.0/state/statestore/h", "/v1.0/metadata", "/v1.0/healthz"):
+                got, head = c.get(path), c.head(path)
+                assert head.status_code == got.status_code, path
+                assert head.content == b"" and head.headers.get("content-length") == got.headers.get("content-length")
+            assert c.head("/v1.0/state/statestore/h").headers["etag"] == c.get("/v1.0/state/statestore/h").headers["etag"]
+    finally:
+        srv.stop()
+
+
+def test_curl_http2_over_cleartext(tmp_path):
+    """`curl --http2` (an h2c upgrade) on a POST and on two URLs in one connection."""
+    need(shutil.which("curl") is not None, "curl is not installed")
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    srv = DevinitServer(folder)
+    base = srv.url + "/v1.0/state/statestore"
+    try:
+        post = subprocess.run(
+            ["curl", "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_code}", "-d", '[{"key":"c","value":"v"}]', base],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert post.stdout == "204", post
+        two = subprocess.run(
+            ["curl", "-sS", "--http2", "-w", " %{http_code}\n", base + "/c", base + "/missing"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert two.stdout.splitlines() == ['"v" 200', " 204"], two
+    finally:
+        srv.stop()
