@@ -139,6 +139,7 @@ class _Protocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as e:
             if self.upgrading:
                 self._serve_without_upgrade(data[e.args[0] :])
+                return  # that call parsed (and counted) the rest
             else:
                 self._fail(400, b"CONNECT is not supported")
         except httptools.HttpParserError as e:
