@@ -31,7 +31,8 @@ class App:
     def __init__(self, limits: Limits | None = None, now: float = 0.0, work: bool = False) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.work = work  # ``ended`` starts work that stays running until finish()
-        self.conn = H2Connection(self, limits or Limits(), now)
+        self.now = now
+        self.conn = H2Connection(self, limits or Limits(), lambda: self.now)
         self.parsed = 0
 
     def parse(self, headers: list[tuple[bytes, bytes]]) -> Any:
@@ -60,9 +61,11 @@ class App:
 
     # -- driving ------------------------------------------------------------------------
 
-    def feed(self, data: bytes, now: float = 0.0) -> list[tuple[int, int, int, bytes]]:
-        """Feed ``data``; the frames the connection sent back."""
-        self.conn.receive(data, now)
+    def feed(self, data: bytes, now: float | None = None) -> list[tuple[int, int, int, bytes]]:
+        """Feed ``data`` (at time ``now``, if given); the frames the connection sent back."""
+        if now is not None:
+            self.now = now
+        self.conn.receive(data)
         return frames(self.conn.data_to_send())
 
     def start(self) -> list[tuple[int, int, int, bytes]]:

@@ -159,7 +159,7 @@ class _Protocol(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self.conn = H2Connection(self, server.limits, self.loop.time())
+        self.conn = H2Connection(self, server.limits, self.loop.time)
         self.paused = False
         self.closing = False
 
@@ -187,7 +187,7 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        conn.receive(data, self.loop.time())
+        conn.receive(data)
         self._flush()
         if conn.closing is not None and not self.closing:
             log.debug("HTTP/2 connection error from a client: %s", conn.closing[1])

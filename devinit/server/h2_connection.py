@@ -1,11 +1,12 @@
 """HTTP/2 for a server as a state machine without I/O: bytes in, callbacks and bytes out.
 
-Built the way python-hyper's h2 and h11 are: ``H2Connection.receive(data, now)`` parses frames
+Built the way python-hyper's h2 and h11 are: ``H2Connection.receive(data)`` parses frames
 and calls the ``App`` above it (``grpc_wire``) for what concerns a request (its headers, its
 body, its end, its cancellation); the app answers through ``headers`` / ``respond`` /
 ``reset``; ``data_to_send()`` hands the bytes to whoever owns the socket; ``tick(now)`` says
-when the connection has been silent too long. No socket, no event loop, no clock of its own,
-so every rule below is tested frame by frame (tests/test_h2_connection.py).
+when the connection has been silent too long. No socket, no event loop, and the clock is
+given (read only when a stream is reset), so every rule below is tested frame by frame
+(tests/test_h2_connection.py).
 
 What it does is what RFC 9113 asks of a server that takes requests and never pushes: SETTINGS
 (acknowledged), PING, flow control both ways, CONTINUATION, padding, RST_STREAM, GOAWAY, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -231,14 +233,16 @@ def check_request_headers(headers: list[tuple[bytes, bytes]]) -> None:
 class H2Connection:
     """The server side of one HTTP/2 connection (see the module docstring)."""
 
-    def __init__(self, app: App, limits: Limits, now: float) -> None:
+    def __init__(self, app: App, limits: Limits, clock: Callable[[], float]) -> None:
         self.app = app
         self.limits = limits
+        self.clock = clock
         self.buf = bytearray()
         self.preface = False
-        self.started = now
-        self.now = now  # of the last receive: resets and idleness are timed with it
-        self.last_stream_at = now
+        self.started = clock()
+        self.last_stream_at = self.started  # idleness counts from here (moved by tick)
+        self.opened = 0  # streams opened so far
+        self.opened_seen = 0  # as tick last saw it
         self.decoder = hpack.Decoder()
         # the decoder's own limit would stop mid-block (the table then differs from the
         # client's): let it decode up to max_decoded, and judge max_header_list after
@@ -283,11 +287,10 @@ class H2Connection:
         self.out.clear()
         return data
 
-    def receive(self, data: bytes, now: float) -> None:
+    def receive(self, data: bytes) -> None:
         """Feed bytes read from the socket; a connection error ends in ``closing`` and a GOAWAY."""
         if self.closing is not None:
             return  # after a connection error: read and dropped until the owner closes
-        self.now = now
         buf = self.buf
         buf += data
         try:
@@ -330,8 +333,9 @@ class H2Connection:
                 self.closing = (PROTOCOL_ERROR, "no connection preface")
                 return f"no HTTP/2 connection preface within {limits.preface_timeout:g} s"
             return None
-        if self.streams or self.orphans:  # busy: idleness counts from the last tick that saw it busy
-            self.last_stream_at = now
+        if self.streams or self.orphans or self.opened != self.opened_seen:
+            self.last_stream_at = now  # busy since the last tick: idleness counts from now
+            self.opened_seen = self.opened
         elif now - self.last_stream_at > limits.idle_timeout:
             self.goaway(self.last_id)
             self.closing = (NO_ERROR, "idle")
@@ -378,7 +382,10 @@ class H2Connection:
     def take_body(self, stream: Stream) -> bytes:
         """The request body, handed over (no longer counted against max_buffered)."""
         body = stream.body
-        self._release(stream)
+        if not body:
+            return b""
+        self.buffered -= len(body)
+        stream.body = b""
         return body if type(body) is bytes else bytes(body)
 
     def headers(self, stream: Stream, block: bytes, end_stream: bool) -> None:
@@ -395,14 +402,16 @@ class H2Connection:
                 self.out.append(frame(CONTINUATION, END_HEADERS if last else 0, sid, block[i : i + limit]))
         if end_stream:
             stream.answered = True
-            self._release(stream)
+            if stream.body:
+                self._release(stream)
             self._finished(stream)
 
     def respond(self, stream: Stream, head: bytes, data: bytes, trailers: bytes) -> None:
         """Send the answer: ``head``, ``data`` as far as the windows allow (the rest when they
         open), then ``trailers`` ending the stream."""
         stream.answered = True
-        self._release(stream)
+        if stream.body:
+            self._release(stream)
         self.headers(stream, head, False)
         stream.pending = (data, 0, trailers)
         self._send(stream)
@@ -502,7 +511,7 @@ class H2Connection:
             self._count_reset()
 
     def _count_reset(self) -> None:
-        now = self.now
+        now = self.clock()
         resets = self.resets
         resets.append(now)
         horizon = now - self.limits.reset_window
@@ -654,7 +663,7 @@ class H2Connection:
                 return  # trailers sent before the client saw our reset
             raise ProtocolFault(PROTOCOL_ERROR, f"HEADERS opening stream {stream_id}, at or below the last one opened")
         self.last_id = stream_id
-        self.last_stream_at = self.now
+        self.opened += 1
         stream = Stream(stream_id, self.peer_initial_window)
         stream.ended = bool(flags & END_STREAM)
         self.streams[stream_id] = stream
