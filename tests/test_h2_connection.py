@@ -44,9 +44,9 @@ class App:
         if stream.ended:
             self.ended(stream)
 
-    def too_large(self, stream: Stream, status: int, why: str) -> None:
-        self.events.append(("too_large", stream.id, status))
-        self.conn.headers(stream, h2.literal(b":status", b"%d" % status), True)
+    def too_large(self, stream: Stream, what: str) -> None:
+        self.events.append(("too_large", stream.id, what))
+        self.conn.headers(stream, h2.literal(b":status", b"431" if what == "headers" else b"413"), True)
 
     def ended(self, stream: Stream) -> None:
         self.events.append(("ended", stream.id, self.conn.take_body(stream)))
@@ -288,7 +288,7 @@ def test_a_body_over_its_limit_is_answered_by_the_app_and_not_held() -> None:
     app.start()
     app.feed(headers_frame(1, hpack.Encoder().encode(REQUEST)))
     out = app.feed(h2.frame(h2.DATA, 0, 1, b"x" * 60) + h2.frame(h2.DATA, 0, 1, b"x" * 60))
-    assert ("too_large", 1, 413) in app.events and app.conn.buffered == 0
+    assert ("too_large", 1, "body") in app.events and app.conn.buffered == 0
     assert resets(out) == [(1, h2.NO_ERROR)]  # answered while the client still sends: stop
     out = app.feed(h2.frame(h2.DATA, h2.END_STREAM, 1, b"late"))  # sent before it saw the reset
     assert resets(out) == [] and goaway(out) is None
@@ -344,7 +344,7 @@ def test_an_oversized_header_list_fails_its_stream_and_the_table_stays_in_step()
     enc = hpack.Encoder()
     big = enc.encode([*REQUEST, ("x-indexed", "kept"), ("x-big", "v" * (limits.max_header_list + 10))])
     out = app.feed(headers_frame(1, big, end_stream=True))
-    assert ("too_large", 1, 431) in app.events and goaway(out) is None
+    assert ("too_large", 1, "headers") in app.events and goaway(out) is None
     out = app.feed(headers_frame(3, enc.encode([*REQUEST, ("x-indexed", "kept")]), end_stream=True))
     assert goaway(out) is None
     assert app.events[-2][:2] == ("request", 3) and app.events[-2][2][b"x-indexed"] == b"kept"

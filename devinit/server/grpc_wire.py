@@ -277,20 +277,19 @@ class _Protocol(asyncio.Protocol):
         if stream.ended:
             self.ended(stream)
 
-    def too_large(self, stream: Stream, status: int, why: str) -> None:
-        if status == 431:
-            detail = f"the request metadata is over {MAX_HEADER_LIST // 1024} KiB: send less metadata"
+    def too_large(self, stream: Stream, what: str) -> None:
+        limits = self.server.limits
+        if what == "headers":  # 431 too: no HTTP client takes it for a success
+            detail = f"the request metadata is over {limits.max_header_list // 1024} KiB: send less metadata"
             self.conn.headers(stream, _status_head(431) + _trailers(error(RESOURCE_EXHAUSTED, detail)), True)
-        elif why.startswith("the request body"):
-            self._answer(
-                stream,
-                error(
-                    RESOURCE_EXHAUSTED,
-                    f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls",
-                ),
-            )
+        elif what == "body":
+            detail = f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls"
+            self._answer(stream, error(RESOURCE_EXHAUSTED, detail))
         else:
-            self._answer(stream, error(RESOURCE_EXHAUSTED, why))
+            detail = (
+                f"over {limits.max_buffered >> 20} MiB of unfinished requests on this connection: finish (or cancel) some first"
+            )
+            self._answer(stream, error(RESOURCE_EXHAUSTED, detail))
 
     def ended(self, stream: Stream) -> None:
         body = self.conn.take_body(stream)

@@ -139,8 +139,9 @@ class App(Protocol):
     def request(self, stream: Stream, head: Any) -> None:
         """A new stream's request head (``stream.ended``: no body follows)."""
 
-    def too_large(self, stream: Stream, status: int, why: str) -> None:
-        """The stream's header list (431) or body (413) is over its limit: answer it."""
+    def too_large(self, stream: Stream, what: str) -> None:
+        """Over a limit, ``what``: "headers" (max_header_list), "body" (max_body) or
+        "buffered" (max_buffered, across the connection). Answer the stream."""
 
     def ended(self, stream: Stream) -> None:
         """The client's END_STREAM: the whole body is ``stream.body``."""
@@ -615,14 +616,9 @@ class H2Connection:
         if not stream.answered and payload:
             n = len(payload)
             if len(stream.body) + n > self.limits.max_body:
-                self.app.too_large(stream, 413, f"the request body is over {self.limits.max_body} bytes")
+                self.app.too_large(stream, "body")
             elif self.buffered + n > self.limits.max_buffered:
-                self.app.too_large(
-                    stream,
-                    413,
-                    f"over {self.limits.max_buffered >> 20} MiB of unfinished requests on this connection: "
-                    "finish (or cancel) some first",
-                )
+                self.app.too_large(stream, "buffered")
             else:
                 body = stream.body
                 if not body:
@@ -673,7 +669,7 @@ class H2Connection:
         if isinstance(head, StreamError):
             self.reset(stream, head.code)
         elif head is _TOO_LARGE:
-            self.app.too_large(stream, 431, f"the request headers are over {self.limits.max_header_list} bytes")
+            self.app.too_large(stream, "headers")
         else:
             self.app.request(stream, head)
 
