@@ -11,6 +11,7 @@ from typing import Any
 
 import hpack
 import pytest
+from test_grpc_wire import _frames as frames
 
 from devinit.server import h2_connection as h2
 from devinit.server.h2_connection import H2Connection, Limits, Stream
@@ -70,15 +71,6 @@ class App:
 
     def start(self) -> list[tuple[int, int, int, bytes]]:
         return self.feed(PREFACE)
-
-
-def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    out = []
-    while len(data) >= 9:
-        n = int.from_bytes(data[:3], "big")
-        out.append((data[3], data[4], int.from_bytes(data[5:9], "big"), data[9 : 9 + n]))
-        data = data[9 + n :]
-    return out
 
 
 def goaway(out: list[tuple[int, int, int, bytes]]) -> int | None:
