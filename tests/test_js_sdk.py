@@ -1,9 +1,10 @@
 """The state API through the official JavaScript SDK (``@dapr/dapr``, pinned in tests/js).
 
-``tests/js/state.js`` (HTTP) and ``tests/js/grpc_state.js`` (gRPC, over @grpc/grpc-js: an
-HTTP/2 implementation independent of the Python SDK's) each run one scenario with the SDK
-against a real `devinit serve` and write what every step returned (or the error the SDK surfaced) to a JSON report; the
-assertions are here. node_modules is installed with ``npm ci`` when missing (.ci/run does it
+``tests/js/state.js`` (HTTP) and ``tests/js/grpc_state.js`` (gRPC, over connect-node's gRPC
+transport on Node's http2: an HTTP/2 implementation independent of the Python SDK's) each run
+one scenario with the SDK against a real `devinit serve` and write what every step returned
+(or the error the SDK surfaced) to a JSON report; the assertions are here.
+``tests/js/grpc_wire.js`` adds @grpc/grpc-js (installed with the SDK) for wire points. node_modules is installed with ``npm ci`` when missing (.ci/run does it
 up front); a missing node or npm skips locally and fails under CI=true.
 """
 

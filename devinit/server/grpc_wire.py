@@ -250,6 +250,8 @@ class _Protocol(asyncio.Protocol):
         return path.decode("utf-8", "replace"), content_type, metadata
 
     def request(self, stream: Stream, head: tuple[str, bytes, dict[str, bytes]]) -> None:
+        """A call's headers: answered at once (not gRPC, an encoding not served, the route's
+        refusal), or its deadline set and its message awaited."""
         path, content_type, metadata = head
         stream.user = call = Call(path, dict(metadata))
         if not (content_type == b"application/grpc" or content_type.startswith((b"application/grpc+", b"application/grpc;"))):
@@ -278,6 +280,7 @@ class _Protocol(asyncio.Protocol):
             self.ended(stream)
 
     def too_large(self, stream: Stream, what: str) -> None:
+        """RESOURCE_EXHAUSTED (with HTTP 431 for headers), saying which limit."""
         limits = self.server.limits
         if what == "headers":  # 431 too: no HTTP client takes it for a success
             detail = f"the request metadata is over {limits.max_header_list // 1024} KiB: send less metadata"
@@ -292,6 +295,7 @@ class _Protocol(asyncio.Protocol):
             self._answer(stream, error(RESOURCE_EXHAUSTED, detail))
 
     def ended(self, stream: Stream) -> None:
+        """The whole request: one length-prefixed message (inflated if compressed), run."""
         body = self.conn.take_body(stream)
         if len(body) < 5 or body[0] > 1 or int.from_bytes(body[1:5], "big") != len(body) - 5:
             self._answer(stream, error(INTERNAL, "a unary call needs exactly one length-prefixed message"))
@@ -316,6 +320,7 @@ class _Protocol(asyncio.Protocol):
         driven.step()
 
     def cancelled(self, stream: Stream) -> None:
+        """The call is gone: cancel its handler's wait and its deadline."""
         driven = stream.work
         if driven is not None:
             stream.work = None  # nothing of the stream stays reachable from itself

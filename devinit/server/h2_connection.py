@@ -110,7 +110,6 @@ class Stream:
         "empties",
         "working",
         "orphan",
-        "__weakref__",
     )
 
     def __init__(self, stream_id: int, window: int) -> None:
@@ -375,6 +374,7 @@ class H2Connection:
         stream.working = True
 
     def work_done(self, stream: Stream) -> None:
+        """The app's work for ``stream`` ended (answered, failed or cancelled)."""
         stream.working = False
         if stream.orphan:
             stream.orphan = False

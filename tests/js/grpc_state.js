@@ -1,5 +1,6 @@
 // Drives devinit's gRPC state API with the official Dapr JavaScript SDK (@dapr/dapr over
-// @grpc/grpc-js: an HTTP/2 implementation independent of the Python SDK's C-core).
+// connect-node's gRPC transport on Node's http2: an HTTP/2 implementation independent of the
+// Python SDK's C-core).
 //
 // Run by tests/test_js_sdk.py: `node grpc_state.js <report.json>` with DAPR_GRPC_PORT, STORE
 // and KEY_PREFIX in the environment. Like state.js it asserts nothing: every step's result
