@@ -20,7 +20,6 @@ from devinit.state import STORE_MODULES
 
 #: the state store types devinit serves (state/__init__.py names the module that serves each)
 STATE_TYPES = tuple(STORE_MODULES)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -143,8 +142,8 @@ def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSp
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
         raise ComponentError(where, "metadata.name", "missing; every component needs a name")
     name = meta["name"]
-    if not _NAME.match(name) or "||" in name:
-        raise ComponentError(where, "metadata.name", f"{name!r} is not a valid name (letters, digits, . _ -)")
+    if name in (".", "..") or "/" in name or "%" in name:  # daprd: any valid path segment name
+        raise ComponentError(where, "metadata.name", f"{name!r} is not a valid name (not . or .., and no / or %)")
     scopes = doc.get("scopes")
     if isinstance(scopes, list) and scopes and app_id and app_id not in scopes:
         return None  # scoped to other apps, as in Dapr

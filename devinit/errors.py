@@ -19,9 +19,14 @@ DevinitError                 base: something the user can act on; the message sa
 │       └── BadCursor        a key-listing cursor this store did not give out (or no longer can follow)
 ├── QueryError               a state query document that cannot be run (raised by state/query.py)
 └── ApiError                 a state API call failed: carries errorCode and HTTP/gRPC status
+
+``ApiError`` also carries the rich details daprd attaches to the same error (google.rpc
+ErrorInfo, ResourceInfo, BadRequest), so that each front end can render them in daprd's shape.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class DevinitError(Exception):
@@ -115,18 +120,52 @@ class QueryError(DevinitError):
     """
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """The resource an error is about (google.rpc.ResourceInfo): daprd names the state store."""
+
+    resource_type: str
+    resource_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """The one field a request got wrong (a google.rpc.BadRequest with one field violation)."""
+
+    field: str
+    description: str
+
+
 class ApiError(DevinitError):
-    """A state API call failed; carries Dapr's errorCode and the HTTP and gRPC status.
+    """A state API call failed; carries Dapr's errorCode, the HTTP and gRPC status, and the details.
 
     ``grpc_code`` is the name of a ``grpc.StatusCode`` member, so that this module does not
-    import grpc.
+    import grpc. The details are those daprd attaches to the same error: an ErrorInfo (domain
+    dapr.io) with ``reason`` (daprd's reason where it has one, else the errorCode), and where
+    daprd adds them a ResourceInfo and a BadRequest. ``http_metadata`` is the ErrorInfo metadata
+    daprd sends over HTTP only (its gRPC API looks stores up without the app id).
     """
 
-    def __init__(self, error_code: str, message: str, http_status: int, grpc_code: str) -> None:
+    def __init__(
+        self,
+        error_code: str,
+        message: str,
+        http_status: int,
+        grpc_code: str,
+        *,
+        reason: str | None = None,
+        resource: ResourceInfo | None = None,
+        violation: FieldViolation | None = None,
+        http_metadata: dict[str, str] | None = None,
+    ) -> None:
         self.error_code = error_code
         self.message = message
         self.http_status = http_status
         self.grpc_code = grpc_code
+        self.reason = reason or error_code
+        self.resource = resource
+        self.violation = violation
+        self.http_metadata = http_metadata
         super().__init__(message)
 
 

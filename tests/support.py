@@ -28,6 +28,24 @@ def devinit_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def point_sdk_at(mp: pytest.MonkeyPatch, srv: DevinitServer, token: str | None = None) -> None:
+    """Point the official Python SDK at ``srv`` the way a user does: DAPR_* env vars (and its
+    settings, which it reads from the environment once, at import)."""
+    from dapr.conf import settings
+
+    values = {"DAPR_HTTP_PORT": srv.http_port, "DAPR_GRPC_PORT": srv.grpc_port, "DAPR_API_TOKEN": token}
+    for name, value in values.items():
+        if value is None:
+            mp.delenv(name, raising=False)
+        else:
+            mp.setenv(name, str(value))
+        mp.setattr(settings, name, value, raising=False)
+    # An outer DAPR_GRPC_ENDPOINT / DAPR_HTTP_ENDPOINT would win over the ports.
+    for name in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
+        mp.delenv(name, raising=False)
+        mp.setattr(settings, name, None, raising=False)
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip when a real service is missing; under CI=true, a missing service is a failure."""
     if not condition:

@@ -28,29 +28,13 @@ from dapr.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError, DaprInternalError
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._state import Concurrency, Consistency, StateItem, StateOptions
-from dapr.conf import settings
 from dapr.proto import api_service_v1, api_v1, common_v1
 from dapr.proto.runtime.v1 import configuration_pb2
 
 from support import DevinitServer, RedisServer, devinit_env, free_port, write_component
+from support import point_sdk_at as _point_sdk_at
 
 STORE = "statestore"
-
-
-def _point_sdk_at(mp: pytest.MonkeyPatch, srv: DevinitServer, token: str | None = None) -> None:
-    """Point the SDK at ``srv`` the way a user does: DAPR_* env vars (and settings, for SDKs
-    that read the environment once at import)."""
-    values = {"DAPR_HTTP_PORT": srv.http_port, "DAPR_GRPC_PORT": srv.grpc_port, "DAPR_API_TOKEN": token}
-    for name, value in values.items():
-        if value is None:
-            mp.delenv(name, raising=False)
-        else:
-            mp.setenv(name, str(value))
-        mp.setattr(settings, name, value, raising=False)
-    # An outer DAPR_GRPC_ENDPOINT / DAPR_HTTP_ENDPOINT would win over the ports.
-    for name in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
-        mp.delenv(name, raising=False)
-        mp.setattr(settings, name, None, raising=False)
 
 
 @pytest.fixture
@@ -321,7 +305,7 @@ def test_unknown_store(dapr: DaprClient, key: str) -> None:
             call()
         code, message = grpc_error(excinfo)
         assert code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "'nope'" in message and STORE in message  # names what exists
+        assert message.startswith("state store nope is not found") and STORE in message  # names what exists
         # As from a sidecar: a google.rpc.ErrorInfo the SDK surfaces as error_code().
         assert excinfo.value.error_code() == "DAPR_STATE_NOT_FOUND"
 
@@ -500,7 +484,11 @@ def test_api_token(token_server: DevinitServer, monkeypatch: pytest.MonkeyPatch,
         with pytest.raises(DaprGrpcError) as excinfo:
             d.get_state("nope", key)
         assert excinfo.value.error_code() == "DAPR_STATE_NOT_FOUND"
-        assert excinfo.value.status_details().error_info["metadata"] == {"appID": "orders"}  # as a sidecar
+        # as a sidecar: its gRPC API looks the store up without the app id (no ErrorInfo
+        # metadata), its HTTP API with it
+        assert "metadata" not in excinfo.value.status_details().error_info
+        r = httpx.get(f"{token_server.url}/v1.0/state/nope/{key}", headers={"dapr-api-token": TOKEN})
+        assert r.json()["details"][-1]["metadata"] == {"appID": "orders"}
         with pytest.raises(grpc.RpcError) as excinfo:
             d.get_secret("secretstore", "k")  # past the token check, then UNIMPLEMENTED
         assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,10 +1,12 @@
 """The gRPC front end: the state RPCs of ``dapr.proto.runtime.v1.Dapr``, on ``grpc_wire``.
 
 The messages come from devinit's own copy of Dapr's .proto files (``devinit.proto``); the wire (HTTP/2, framing, deadlines, status trailers) is ``grpc_wire``'s. Only the
-state RPCs and GetMetadata are implemented; every other RPC of the service answers
+state RPCs, GetMetadata and SetMetadata are implemented; every other RPC of the service answers
 UNIMPLEMENTED, saying so. As in the HTTP front end, every rule that is not about the wire is the runtime's: this module turns
 messages into plain values, calls one runtime coroutine, and turns ``ApiError`` into a
-gRPC status in one place (``DaprServicer.__call__``).
+gRPC status in one place (``DaprServicer.__call__``), with the rich details daprd attaches
+(``grpc-status-details-bin``: BadRequest, ResourceInfo, ErrorInfo), which the SDKs surface
+(the Python SDK's ``error_code()`` is the ErrorInfo's reason).
 
 Wire rules of this front end (docs/state-api.md):
 - values are raw bytes, stored and returned byte for byte; only an item whose metadata
@@ -30,7 +32,7 @@ from devinit.proto import api_v1, common_v1, dapr_pb2
 from devinit.server import grpc_wire
 from devinit.server.grpc_wire import Call, Reply
 from devinit.server.json_values import dumps_value, loads, rfc3339
-from devinit.server.runtime import Runtime, SaveRequest, TxOperation, check_token
+from devinit.server.runtime import DeleteRequest, Runtime, SaveRequest, TxOperation, check_token
 from devinit.state.base import StoredItem
 
 log = logging.getLogger("devinit.grpc")
@@ -44,25 +46,42 @@ _CONSISTENCY = {
     common_v1.StateOptions.CONSISTENCY_EVENTUAL: "eventual",
     common_v1.StateOptions.CONSISTENCY_STRONG: "strong",
 }
-# A Dapr sidecar attaches a google.rpc.ErrorInfo (domain dapr.io) to these two errors only;
-# the SDK surfaces its reason as DaprGrpcError.error_code(). Other state errors carry none.
-_ERROR_INFO_REASON = {
-    "ERR_STATE_STORE_NOT_FOUND": "DAPR_STATE_NOT_FOUND",
-    "ERR_STATE_STORE_NOT_CONFIGURED": "DAPR_STATE_NOT_CONFIGURED",
-}
-
 SERVICE = "dapr.proto.runtime.v1.Dapr"
+# Texts in a status are cut to this many characters: the message travels twice (grpc-message
+# and the details trailer), clients refuse trailers over 8-16 KiB, and the Python SDK refuses
+# a details trailer whose message differs from grpc-message (so grpc_wire must not cut it again).
+_MAX_TEXT = 1024
 
 
-def _status_trailer(err: ApiError, code: int, app_id: str | None) -> list[tuple[bytes, bytes]]:
-    """The ``grpc-status-details-bin`` trailer a sidecar sends for ``err``, if any."""
-    reason = _ERROR_INFO_REASON.get(err.error_code)
-    if reason is None:
-        return []
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "... (truncated)"
+
+
+def _packed(message: Any) -> Any:
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="dapr.io", metadata={"appID": app_id} if app_id else {}))
-    status = status_pb2.Status(code=code, message=err.message, details=[detail])
-    return [grpc_wire.binary_trailer("grpc-status-details-bin", status.SerializeToString())]
+    detail.Pack(message)
+    return detail
+
+
+def error_reply(err: ApiError) -> Reply:
+    """``err`` as the status a sidecar sends: code, message, and its details in daprd's order."""
+    code = grpc_wire.STATUS_CODES[err.grpc_code]  # ApiError.grpc_code holds the name
+    message = _cut(err.message)
+    details = []
+    if err.violation is not None:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(err.violation.field), description=_cut(err.violation.description)
+        )
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+    if err.resource is not None:
+        resource = error_details_pb2.ResourceInfo(
+            resource_type=err.resource.resource_type, resource_name=_cut(err.resource.resource_name)
+        )
+        details.append(_packed(resource))
+    # daprd's gRPC API attaches no ErrorInfo metadata to state errors (see ApiError.http_metadata)
+    details.append(_packed(error_details_pb2.ErrorInfo(reason=err.reason, domain="dapr.io")))
+    status = status_pb2.Status(code=code, message=message, details=details)
+    return grpc_wire.error(code, message, [grpc_wire.binary_trailer("grpc-status-details-bin", status.SerializeToString())])
 
 
 def _etag(message: Any) -> str | None:
@@ -94,10 +113,16 @@ def _value(key: str, raw: bytes, metadata: Mapping[str, str]) -> bytes:
 
 
 def _save_request(item: Any, shared: Mapping[str, str] | None = None) -> SaveRequest:
-    """A common.v1.StateItem as the runtime's SaveRequest (``shared``: transaction metadata)."""
+    """A common.v1.StateItem as the runtime's SaveRequest (``shared``: transaction metadata,
+    which decides whether a value is JSON, and reaches no operation otherwise)."""
     metadata = dict(item.metadata)
     effective = {**(shared or {}), **metadata}
     return SaveRequest(item.key, _value(item.key, item.value, effective), _etag(item), metadata, _options(item))
+
+
+def _delete_request(item: Any) -> DeleteRequest:
+    """A common.v1.StateItem / DeleteStateRequest as the runtime's DeleteRequest."""
+    return DeleteRequest(item.key, _etag(item), dict(item.metadata), _options(item))
 
 
 def _item_metadata(item: StoredItem) -> dict[str, str]:
@@ -114,12 +139,13 @@ IMPLEMENTED = frozenset(
         "ExecuteStateTransaction",
         "QueryStateAlpha1",
         "GetMetadata",
+        "SetMetadata",
     }
 )
 
 
 class DaprServicer:
-    """The state RPCs and GetMetadata of ``dapr.proto.runtime.v1.Dapr`` over one runtime.
+    """The state RPCs, GetMetadata and SetMetadata of ``dapr.proto.runtime.v1.Dapr`` over one runtime.
 
     ``route`` runs when a call's headers arrive (token, then method); ``__call__`` runs an
     implemented method on the whole request message.
@@ -145,9 +171,9 @@ class DaprServicer:
             return None
         service, _, name = call.method[1:].rpartition("/")
         if service == SERVICE and name in self.known:
-            message = f"devinit serves Dapr's state management API only (state RPCs and GetMetadata); {name} is not implemented"
+            message = f"devinit serves Dapr's state management API only (state RPCs and metadata); {name} is not implemented"
         else:
-            message = f"unknown method {call.method}: devinit serves {SERVICE} (its state RPCs and GetMetadata)"
+            message = f"unknown method {call.method}: devinit serves {SERVICE} (its state RPCs and metadata)"
         return grpc_wire.error(grpc_wire.UNIMPLEMENTED, message)
 
     async def __call__(self, call: Call) -> Reply:
@@ -162,8 +188,7 @@ class DaprServicer:
         try:
             response = await method(request)
         except ApiError as e:
-            code = grpc_wire.STATUS_CODES[e.grpc_code]  # ApiError.grpc_code holds the name
-            return grpc_wire.error(code, e.message, _status_trailer(e, code, self.runtime.app_id))
+            return error_reply(e)
         return Reply(message=response.SerializeToString())
 
     async def GetState(self, request: Any) -> Any:  # noqa: N802 - generated name
@@ -175,17 +200,16 @@ class DaprServicer:
         return api_v1.GetStateResponse(data=item.value, etag=item.etag, metadata=_item_metadata(item))
 
     async def GetBulkState(self, request: Any) -> Any:  # noqa: N802
-        """Many keys, in the order asked; a missing key is an item with its key alone."""
-        self.runtime.entry(request.store_name)  # an unknown store is reported before bad arguments
-        if request.parallelism < 0:
-            raise malformed("parallelism must be a non-negative integer")
+        """Many keys, each once, in the order asked; a missing key is an item with its key alone,
+        one the store failed to read has ``error`` (parallelism: accepted, not needed)."""
         items = await self.runtime.bulk_get(request.store_name, list(request.keys))
         out = []
-        for key, item in items:
-            if item is None:
-                out.append(api_v1.BulkStateItem(key=key))
+        for b in items:
+            if b.item is None:
+                out.append(api_v1.BulkStateItem(key=b.key, error=b.error or ""))
             else:
-                out.append(api_v1.BulkStateItem(key=key, data=item.value, etag=item.etag, metadata=_item_metadata(item)))
+                item = b.item
+                out.append(api_v1.BulkStateItem(key=b.key, data=item.value, etag=item.etag, metadata=_item_metadata(item)))
         return api_v1.GetBulkStateResponse(items=out)
 
     async def SaveState(self, request: Any) -> Any:  # noqa: N802
@@ -197,14 +221,12 @@ class DaprServicer:
 
     async def DeleteState(self, request: Any) -> Any:  # noqa: N802
         """Delete one key; with an etag only if it matches."""
-        req = SaveRequest(request.key, b"", _etag(request), dict(request.metadata), _options(request))
-        await self.runtime.delete(request.store_name, req)
+        await self.runtime.delete(request.store_name, _delete_request(request))
         return empty_pb2.Empty()
 
     async def DeleteBulkState(self, request: Any) -> Any:  # noqa: N802
         """Delete keys independently (ABORTED naming the keys whose etag check failed)."""
-        reqs = [SaveRequest(s.key, b"", _etag(s), dict(s.metadata), _options(s)) for s in request.states]
-        await self.runtime.delete_many(request.store_name, reqs)
+        await self.runtime.delete_many(request.store_name, [_delete_request(s) for s in request.states])
         return empty_pb2.Empty()
 
     async def ExecuteStateTransaction(self, request: Any) -> Any:  # noqa: N802
@@ -213,11 +235,10 @@ class DaprServicer:
         shared = dict(request.metadata)
         ops = []
         for op in request.operations:
-            if op.operationType == "upsert":
-                req = _save_request(op.request, shared)
-            else:  # a delete carries no value; an unknown operation is the runtime's error
-                req = SaveRequest(op.request.key, b"", _etag(op.request), dict(op.request.metadata), _options(op.request))
-            ops.append(TxOperation(op.operationType, req))
+            if op.operationType == "delete":
+                ops.append(TxOperation(op.operationType, _delete_request(op.request)))
+            else:  # an upsert, or an operation the runtime refuses
+                ops.append(TxOperation(op.operationType, _save_request(op.request, shared)))
         await self.runtime.transact(request.storeName, ops, shared)
         return empty_pb2.Empty()
 
@@ -232,16 +253,20 @@ class DaprServicer:
         """The same facts as GET /v1.0/metadata."""
         meta = self.runtime.metadata()
         components = [
-            api_v1.RegisteredComponents(name=c["name"], type=c["type"], version=c["version"], capabilities=c["capabilities"])
-            for c in meta["components"]
+            api_v1.RegisteredComponents(name=c.name, type=c.type, version=c.version, capabilities=c.capabilities)
+            for c in meta.components
         ]
         return api_v1.GetMetadataResponse(
-            id=meta["id"],
-            runtime_version=meta["runtimeVersion"],
-            enabled_features=meta["enabledFeatures"],
+            id=meta.app_id,
+            runtime_version=meta.runtime_version,
             registered_components=components,
-            extended_metadata=meta["extended"],  # devinit.health.<store>: up / down: <error>
+            extended_metadata=meta.extended,  # what clients set, and devinit.health.<store>: up / down: <error>
         )
+
+    async def SetMetadata(self, request: Any) -> Any:  # noqa: N802
+        """Keep a key under ``extended`` (as PUT /v1.0/metadata/{key})."""
+        self.runtime.set_metadata(request.key, request.value)
+        return empty_pb2.Empty()
 
 
 async def start_grpc_server(runtime: Runtime, host: str, port: int) -> grpc_wire.GrpcServer:
