@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from support import CI, DevinitServer, PostgresServer, RedisClusterServers, RedisServer, write_component
+from support import CI, DevinitServer, PostgresServer, RedisClusterServers, RedisServer, point_sdk_at, write_component
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
 
@@ -89,6 +90,32 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     srv.kind = kind  # type: ignore[attr-defined]
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def sdk_env(server: DevinitServer, monkeypatch: pytest.MonkeyPatch) -> DevinitServer:
+    """``server``, with the official Python SDK pointed at it (DAPR_HTTP_PORT / DAPR_GRPC_PORT)."""
+    point_sdk_at(monkeypatch, server)
+    return server
+
+
+@pytest.fixture
+def dapr(sdk_env: DevinitServer) -> Iterator[Any]:
+    """The official Python SDK's DaprClient on ``server`` (imported here: only SDK tests pay for it)."""
+    from dapr.clients import DaprClient
+
+    with DaprClient() as client:
+        yield client
+
+
+@pytest.fixture
+def stub(server: DevinitServer) -> Iterator[Any]:
+    """The SDK's generated stub on ``server``, for fields the DaprClient does not expose."""
+    import grpc
+    from dapr.proto import api_service_v1
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        yield api_service_v1.DaprStub(channel)
 
 
 @pytest.fixture

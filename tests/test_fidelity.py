@@ -29,24 +29,6 @@ MIB = 1024 * 1024
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
-@pytest.fixture
-def sdk_env(server: DevinitServer, monkeypatch: pytest.MonkeyPatch) -> DevinitServer:
-    point_sdk_at(monkeypatch, server)
-    return server
-
-
-@pytest.fixture
-def dapr(sdk_env: DevinitServer) -> Iterator[DaprClient]:
-    with DaprClient() as client:
-        yield client
-
-
-@pytest.fixture
-def stub(server: DevinitServer) -> Iterator[api_service_v1.DaprStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        yield api_service_v1.DaprStub(channel)
-
-
 def etag_of(client: httpx.Client, key: str) -> str:
     r = client.get(f"{S}/{key}")
     assert r.status_code == 200, r.text

@@ -38,25 +38,6 @@ STORE = "statestore"
 
 
 @pytest.fixture
-def sdk_env(server: DevinitServer, monkeypatch: pytest.MonkeyPatch) -> DevinitServer:
-    _point_sdk_at(monkeypatch, server)
-    return server
-
-
-@pytest.fixture
-def dapr(sdk_env: DevinitServer) -> Iterator[DaprClient]:
-    with DaprClient() as client:
-        yield client
-
-
-@pytest.fixture
-def stub(server: DevinitServer) -> Iterator[api_service_v1.DaprStub]:
-    """The SDK's generated stub, for fields the DaprClient does not expose."""
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        yield api_service_v1.DaprStub(channel)
-
-
-@pytest.fixture
 def http(server: DevinitServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as c:
         yield c

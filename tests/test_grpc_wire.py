@@ -429,7 +429,8 @@ def test_grpc_web_is_refused(server: DevinitServer) -> None:
 
 def test_a_long_error_message_is_cut_to_fit_client_metadata_limits(server: DevinitServer) -> None:
     c = Client(server.grpc_port)
-    meta, _ = get(c, "k" * 3000 + "||")  # refused: the key (quoted in full by the runtime) holds '||'
+    unknown = api_v1.GetStateRequest(store_name="s" * 3000, key="k")  # refused, quoting the store name in full
+    meta, _ = c.result(c.call(GET, grpc_message(unknown)))
     assert meta[b"grpc-status"] == b"3"
     assert len(meta[b"grpc-message"]) < 8000 and meta[b"grpc-message"].endswith(b"(truncated)")
     c.close()

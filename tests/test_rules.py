@@ -15,7 +15,8 @@ import pytest
 
 from devinit.components import ComponentSpec, load_components
 from devinit.errors import ApiError, ComponentError
-from devinit.server.http_api import _segment, clean_path
+from devinit.server.http_api import _params, _segment, clean_path
+from devinit.server.http_wire import Request
 from devinit.server.runtime import is_projection, key_prefix, parse_etag, parse_metadata, parse_options
 
 # -- options: (first_write, strong) ------------------------------------------------------
@@ -209,6 +210,20 @@ def test_bad_path_parameter(raw: bytes, said: str) -> None:
     with pytest.raises(ApiError) as excinfo:
         _segment(raw, "key")
     assert excinfo.value.http_status == 400 and said in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"", {}),
+        (b"consistency=strong", {"consistency": "strong"}),
+        (b"metadata.ttlInSeconds=60&metadata.ttlInSeconds=5", {"metadata.ttlInSeconds": "60"}),  # the first counts, as Go's Get
+        (b"k=a+b%2Bc", {"k": "a b+c"}),
+        (b"flag&x=", {"flag": "", "x": ""}),
+    ],
+)
+def test_query_parameters(query: bytes, expected: dict[str, str]) -> None:
+    assert _params(Request("GET", b"/v1.0/state/s/k", query, {}, b"")) == expected
 
 
 # -- component names: any valid path segment, as daprd ------------------------------------
