@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from browser import Browser, Pages, browser, pages  # noqa: F401 - the fixtures
 
+from browser import Browser, Pages, browser, pages  # noqa: F401 - the fixtures
 from devinit.server.browser import BrowserPolicy, is_loopback_origin
 from devinit.server.http_api import error_response
 from support import DevinitServer, write_component

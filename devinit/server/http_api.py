@@ -22,6 +22,7 @@ import orjson
 
 from devinit.errors import ApiError, malformed
 from devinit.server.http_wire import Request, Response
+from devinit.server.inspector_api import InspectorApp
 from devinit.server.json_values import dumps_value, embed_value, loads, rfc3339
 from devinit.server.runtime import (
     BulkItem,
@@ -45,6 +46,7 @@ _METADATA = b"/v1.0/metadata"
 _WRITE = ("POST", "PUT")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # what Go's url.QueryUnescape refuses
 _TYPE = "type.googleapis.com/google.rpc."
+_DEVINIT = (b"/devinit/", b"/ui")  # devinit's own route and page (inspector_api; it checks the token)
 
 
 def error_response(status: int, message: str, code: str | None = None) -> Response:
@@ -105,6 +107,7 @@ class HttpApp:
         self.token = runtime.api_token
         # serve.py's graceful stop, for Dapr's POST /v1.0/shutdown (None: the route is absent)
         self.on_shutdown: Callable[[], None] | None = None
+        self.inspector = InspectorApp(runtime)
 
     async def __call__(self, req: Request) -> Response:
         try:
@@ -121,6 +124,8 @@ class HttpApp:
             if path in (b"/v1.0/healthz", b"/v1.0/healthz/outbound") and method in ("GET", "HEAD"):
                 return _answer(_NO_CONTENT)
             raise _not_found(req)
+        if path.startswith(_DEVINIT):
+            return self.inspector.route(req)
         if self.token is not None:
             check_token(self.token, req.headers.get(b"dapr-api-token"))
         if path.startswith(_STATE):

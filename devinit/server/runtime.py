@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devinit import __version__
 from devinit.components import ComponentSpec, LoadResult, load_components
@@ -35,6 +35,7 @@ from devinit.server.health import DEFAULT_INTERVAL, HealthMonitor, StoreHealth
 from devinit.state.base import DeleteOp, Op, SetOp, Store, StoredItem, ttl_seconds
 
 log = logging.getLogger("devinit.runtime")
+T = TypeVar("T")
 
 CONSISTENCY = ("eventual", "strong")
 CONCURRENCY = ("first-write", "last-write")
@@ -62,6 +63,7 @@ _FAILED = {
     "ERR_STATE_BULK_DELETE": "failed deleting state in state store {store}",
     "ERR_STATE_TRANSACTION": "error while executing state transaction",
     "ERR_STATE_QUERY": "state store {store} query failed",
+    "ERR_STATE_LIST_KEYS": "failed listing the keys of state store {store}",  # [devinit] the devinit route
 }
 
 _warned: set[str] = set()
@@ -675,6 +677,18 @@ class Runtime:
                 "keep fewer or shorter values"
             )
         self.extended[key] = value
+
+    # -- the devinit route (server/inspector_api.py): keys as stored, of every app id -----
+
+    async def store_call(self, store: str, code: str, call: Callable[[Store], Awaitable[T]], key: str = "") -> T:
+        """Run ``call`` on the store called ``store`` with the deadline and error mapping of the
+        state API (``code``: the errorCode when it fails; ``key``: the one it is about). For the
+        devinit route, which reaches full keys (``alpha||k``) that Dapr's routes refuse; off the
+        hot path."""
+        entry = self.entry(store)
+        whole = StoreEntry(entry.store, entry.spec, "", entry.default_ttl)  # errors name keys whole
+        result: T = await self._call(whole, code, call(entry.store), key)
+        return result
 
 
 def _at(index: int, count: int, build: Any, entry: StoreEntry, req: Any, defaults: Any, where: str = "item {}") -> Any:

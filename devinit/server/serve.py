@@ -77,7 +77,11 @@ async def serve_async(opts: ServeOptions) -> int:
         log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
         app = HttpApp(runtime)
         browsers = BrowserPolicy(opts.host, opts.allowed_origins, error_response)
-        server = H1Server(app, opts.host, opts.http_port, error_response=error_response, screen=browsers.screen)
+        # The inspector's live feed sees calls of both front ends (a flag check while unwatched).
+        grpc_server.handler = app.inspector.feed.watch_grpc(grpc_server.handler)
+        server = H1Server(
+            app.inspector.feed.watch_http(app), opts.host, opts.http_port, error_response=error_response, screen=browsers.screen
+        )
         try:
             await server.start()
         except OSError as e:
@@ -98,6 +102,7 @@ async def serve_async(opts: ServeOptions) -> int:
             )
             return 1
         log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
+        log.info("inspector on http://%s:%d/ui/", opts.host, opts.http_port)
         if opts.pid_file is not None:
             _write_pid_file(opts.pid_file)
         # Everything loaded so far lives as long as the server: keep it out of the collector's

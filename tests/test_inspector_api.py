@@ -1,0 +1,332 @@
+"""The devinit route (/devinit/v1, docs/state-api.md "The devinit route") on every store, and the
+inspector page's static files: a real `devinit serve` per store kind, talked to over HTTP (and
+gRPC, for what the feed sees). The page itself is tested in a real browser (test_inspector_browser.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from conftest import STORES, backing_server, store_component
+from dapr.proto import api_v1, common_v1
+from dapr.proto.runtime.v1 import dapr_pb2_grpc
+
+from support import DevinitServer, write_component
+
+R = "/devinit/v1/"
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module", params=STORES)
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevinitServer]:
+    """`devinit serve --app-id alpha` with one store called ``statestore`` of each kind in turn."""
+    kind: str = request.param
+    folder = tmp_path_factory.mktemp(f"inspect-{kind}") / "components"
+    store_component(kind, folder, "statestore", backing_server(request, kind))
+    s = DevinitServer(folder, "--app-id", "alpha")
+    s.kind = kind  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def c(srv: DevinitServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=srv.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def tag() -> str:
+    """A key part no other test uses (the stores are shared by the module)."""
+    return uuid.uuid4().hex[:10]
+
+
+def q(key: str) -> str:
+    from urllib.parse import quote
+
+    return quote(key, safe="")
+
+
+def put(c: httpx.Client, key: str, body: dict, store: str = "statestore") -> httpx.Response:
+    return c.put(f"{R}stores/{store}/keys/{q(key)}", json=body)
+
+
+def list_all(c: httpx.Client, prefix: str, limit: int = 100) -> list[dict]:
+    """Every key under ``prefix``, following cursors (a Redis page may hold a few more than
+    ``limit``: a SCAN step cannot be split)."""
+    out: list[dict] = []
+    cursor = None
+    for _ in range(1000):
+        params = {"prefix": prefix, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        r = c.get(f"{R}stores/statestore/keys", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["keys"]) <= limit * 2
+        out += page["keys"]
+        cursor = page["cursor"]
+        if not cursor:
+            return out
+    raise AssertionError("the listing never ended")
+
+
+def test_stores_with_health_and_prefix(c: httpx.Client, srv: DevinitServer):
+    doc = c.get(R + "stores").json()
+    assert doc["appId"] == "alpha" and doc["failed"] == []
+    (store,) = doc["stores"]
+    assert store["name"] == "statestore" and store["prefix"] == "alpha||" and store["appId"] == "alpha"
+    assert store["type"].startswith("state.") and store["health"]["status"] in ("up", "unknown")
+    assert isinstance(doc["now"], float)
+
+
+def test_keys_of_every_app_id_with_etag_size_and_expiry(c: httpx.Client, tag: str):
+    # this server's own writes (Dapr's API adds alpha||), and another app's key written raw
+    assert c.post("/v1.0/state/statestore", json=[{"key": f"{tag}-a", "value": {"n": 1}}]).status_code == 204
+    ttl = c.post("/v1.0/state/statestore", json=[{"key": f"{tag}-t", "value": "x", "metadata": {"ttlInSeconds": "300"}}])
+    assert ttl.status_code == 204
+    assert put(c, f"beta||{tag}-b", {"value": [1, 2, 3]}).status_code == 200
+    got = {k["key"]: k for k in list_all(c, "alpha||" + tag) + list_all(c, "beta||" + tag)}
+    assert set(got) == {f"alpha||{tag}-a", f"alpha||{tag}-t", f"beta||{tag}-b"}
+    a = got[f"alpha||{tag}-a"]
+    assert a["appId"] == "alpha" and a["size"] == len(b'{"n":1}') and a["expireAt"] is None
+    assert a["etag"] == c.get(f"/v1.0/state/statestore/{tag}-a").headers["etag"]
+    assert 250 < got[f"alpha||{tag}-t"]["expireAt"] - time.time() <= 301
+    assert got[f"beta||{tag}-b"]["appId"] == "beta"
+    # Dapr's own routes cannot reach the other app's key; this route can
+    assert c.get(f"/v1.0/state/statestore/beta||{tag}-b").status_code == 400
+    assert c.get(f"{R}stores/statestore/keys/{q(f'beta||{tag}-b')}").json()["value"] == [1, 2, 3]
+
+
+def test_pages_cover_every_key_once(c: httpx.Client, tag: str):
+    keys = {f"pg||{tag}-{i:03d}" for i in range(57)}
+    r = c.post(f"{R}stores/statestore/import", json={"items": [{"key": k, "value": i} for i, k in enumerate(sorted(keys))]})
+    assert r.json() == {"written": 57}
+    listed = [k["key"] for k in list_all(c, f"pg||{tag}-", limit=10)]
+    assert sorted(listed) == sorted(keys)  # each once, whatever the store's order
+
+
+def test_prefix_with_glob_characters_is_literal(c: httpx.Client, tag: str):
+    odd = [f"g*[x]?\\{tag}||k", f"g*[x]?\\{tag}||k2", f"gZ[x]?\\{tag}||k", f"g*x?\\{tag}||k"]
+    for k in odd:
+        assert put(c, k, {"value": 1}).status_code == 200
+    assert sorted(k["key"] for k in list_all(c, f"g*[x]?\\{tag}||")) == sorted(odd[:2])
+
+
+def test_expired_keys_are_not_listed(c: httpx.Client, tag: str):
+    assert put(c, f"exp||{tag}", {"value": 1, "ttl": 1}).status_code == 200
+    assert put(c, f"exp||{tag}-stays", {"value": 1}).status_code == 200
+    deadline = time.monotonic() + 10  # the TTL is 1 s: gone well before this
+    while time.monotonic() < deadline and len(list_all(c, f"exp||{tag}")) > 1:
+        time.sleep(0.2)
+    assert [k["key"] for k in list_all(c, f"exp||{tag}")] == [f"exp||{tag}-stays"]
+    assert c.get(f"{R}stores/statestore/keys/{q(f'exp||{tag}')}").status_code == 404
+
+
+def test_raw_key_etag_rules(c: httpx.Client, tag: str):
+    key = f"beta||{tag}"
+    url = f"{R}stores/statestore/keys/{q(key)}"
+    created = put(c, key, {"value": {"v": 1}, "firstWrite": True})
+    assert created.status_code == 200, created.text
+    etag = created.json()["etag"]
+    assert created.json()["value"] == {"v": 1} and created.json()["contentType"] == "application/json"
+    # first-write over an existing key, and a stale etag: 409, nothing changed
+    again = put(c, key, {"value": 2, "firstWrite": True})
+    assert again.status_code == 409 and again.json()["errorCode"] == "ERR_STATE_SAVE"
+    assert key in again.json()["message"]  # the key named whole, prefix and all
+    updated = put(c, key, {"value": {"v": 2}, "etag": etag})
+    assert updated.status_code == 200 and updated.json()["etag"] != etag
+    stale = put(c, key, {"value": {"v": 3}, "etag": etag})
+    assert stale.status_code == 409
+    assert c.get(url).json()["value"] == {"v": 2}
+    # delete with a stale etag: 409; with the current one: gone
+    assert c.delete(url, params={"etag": etag}).status_code == 409
+    assert c.delete(url, headers={"If-Match": updated.json()["etag"]}).status_code == 204
+    missing = c.get(url)
+    assert missing.status_code == 404 and missing.json()["errorCode"] == "ERR_KEY_NOT_FOUND"
+    assert c.delete(url).status_code == 204  # without an etag a missing key is fine, as on Dapr's route
+
+
+def test_values_json_text_and_bytes(c: httpx.Client, srv: DevinitServer, tag: str):
+    binary = bytes(range(256))
+    assert (
+        put(
+            c, f"alpha||{tag}-bin", {"value": base64.b64encode(binary).decode(), "contentType": "application/octet-stream"}
+        ).status_code
+        == 200
+    )
+    # written raw, read through Dapr's own route: the same bytes
+    assert c.get(f"/v1.0/state/statestore/{tag}-bin").content == binary
+    got = c.get(f"{R}stores/statestore/keys/{q(f'alpha||{tag}-bin')}").json()
+    assert got["contentType"] == "application/octet-stream" and base64.b64decode(got["value"]) == binary
+    # JSON bytes that are not compact JSON text (a gRPC client's) travel as text, so they come back exact
+    with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as ch:
+        dapr_pb2_grpc.DaprStub(ch).SaveState(
+            api_v1.SaveStateRequest(store_name="statestore", states=[common_v1.StateItem(key=f"{tag}-sp", value=b'{"a": 1}')])
+        )
+    got = c.get(f"{R}stores/statestore/keys/{q(f'alpha||{tag}-sp')}").json()
+    assert got["contentType"] == "text/plain; charset=utf-8" and base64.b64decode(got["value"]) == b'{"a": 1}'
+    # ?as=base64 (the page's form): bytes even for JSON
+    assert put(c, f"alpha||{tag}-j", {"value": {"big": 12345678901234567890}}).status_code == 200
+    raw = c.get(f"{R}stores/statestore/keys/{q(f'alpha||{tag}-j')}", params={"as": "base64"}).json()
+    assert raw["contentType"] == "application/json" and base64.b64decode(raw["value"]) == b'{"big":12345678901234567890}'
+
+
+def test_export_import_clear(c: httpx.Client, tag: str):
+    items = [
+        {"key": f"ex||{tag}-1", "value": {"a": 1}, "contentType": "application/json"},
+        {
+            "key": f"ex||{tag}-2",
+            "value": base64.b64encode(b"\xff\x00").decode(),
+            "contentType": "application/octet-stream",
+            "ttl": 600,
+        },
+        {"key": f"ex||{tag}-3", "value": base64.b64encode("héllo".encode()).decode(), "contentType": "text/plain; charset=utf-8"},
+    ]
+    assert c.post(f"{R}stores/statestore/import", json={"items": items}).json() == {"written": 3}
+    assert c.post(f"{R}stores/statestore/import", json={"items": items}).json() == {"written": 3}  # twice: same state
+    page = c.get(f"{R}stores/statestore/export", params={"prefix": f"ex||{tag}"}).json()
+    assert page["cursor"] is None
+    out = sorted(page["items"], key=lambda i: i["key"])
+    assert 500 <= out[1].pop("ttl") <= 600
+    assert out == [{k: v for k, v in i.items() if k != "ttl"} for i in items]
+    r = c.post(f"{R}stores/statestore/clear", json={"prefix": f"ex||{tag}-"})
+    assert r.json() == {"deleted": 3, "cursor": None}
+    assert list_all(c, f"ex||{tag}") == []
+
+
+def test_bad_requests_say_what_to_do(c: httpx.Client, tag: str):
+    base = f"{R}stores/statestore"
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}):
+        r = c.get(base + "/keys", params=params)
+        assert r.status_code == 400 and "limit" in r.json()["message"], params
+    bad_bodies = [
+        ({"value": "!!", "contentType": "application/octet-stream"}, "base64"),
+        ({"value": 1, "ttl": -2}, "ttl"),
+        ({"value": 1, "ttl": "60"}, "ttl"),
+        ({"value": 1, "etag": 5}, "etag"),
+        ({"value": 1, "firstWrite": "yes"}, "firstWrite"),
+    ]
+    for body, word in bad_bodies:
+        r = put(c, f"x||{tag}", body)
+        assert r.status_code == 400 and word in r.json()["message"], (body, r.text)
+    r = c.put(f"{base}/keys/{q('x||' + tag)}", content=b'{"value": 1}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["message"]
+    r = c.post(f"{base}/import", content=b'{"items": []}')  # no Content-Type: what a form post would send
+    assert r.status_code == 415
+    r = c.post(f"{base}/import", json={"items": [{"key": "ok", "value": 1}, {"key": "", "value": 1}]})
+    assert r.status_code == 400 and r.json()["message"].startswith("items[1].key")
+    assert c.get(f"{R}stores/statestore/keys/{q('ok')}").status_code == 404  # nothing of a bad import was written
+    r = c.post(f"{base}/import", json={"items": [{"key": "k", "value": 1}] * 10_001})
+    assert r.status_code == 400 and "10000" in r.json()["message"]
+    r = c.get(base + "/keys", params={"cursor": "not-a-cursor"})
+    assert r.status_code == 400 and "without a cursor" in r.json()["message"]  # BadCursor: start again
+    r = c.get(f"{R}stores/nope/keys")
+    assert r.status_code == 400 and r.json()["errorCode"] == "ERR_STATE_STORE_NOT_FOUND" and "statestore" in r.json()["message"]
+    r = c.get(f"{R}stores/statestore/nothing-here")
+    assert r.status_code == 404 and "docs/state-api.md" in r.json()["message"]
+    r = c.get(f"{R}stores/statestore/keys/{q('k' * 2049)}")
+    assert r.status_code == 400 and "too long" in r.json()["message"]
+    r = c.get(R + "events", params={"wait": "31"})
+    assert r.status_code == 400 and "wait" in r.json()["message"]
+
+
+def test_page_files_with_strict_headers(c: httpx.Client):
+    r = c.get("/ui")
+    assert r.status_code == 308 and r.headers["location"] == "/ui/"
+    for path, kind in (
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ):
+        r = c.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind) and r.content, path
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+    assert c.get("/ui/nope.js").status_code == 404
+    assert c.post("/ui/", content=b"").status_code == 405
+    html = c.get("/ui/").text
+    assert '<script src="app.js"' in html and "<script>" not in html and " on" + "click=" not in html  # no inline script
+
+
+def test_token_guards_the_route_but_not_the_page(tmp_path: Path):
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    s = DevinitServer(folder, env={"DAPR_API_TOKEN": "s3cret"})
+    try:
+        calls = [
+            ("GET", "stores", None),
+            ("GET", "stores/statestore/keys", None),
+            ("GET", "stores/statestore/keys/k", None),
+            ("PUT", "stores/statestore/keys/k", {"value": 1}),
+            ("DELETE", "stores/statestore/keys/k", None),
+            ("GET", "stores/statestore/export", None),
+            ("POST", "stores/statestore/import", {"items": []}),
+            ("POST", "stores/statestore/clear", {}),
+            ("GET", "events", None),
+        ]
+        for method, path, body in calls:
+            for headers in ({}, {"dapr-api-token": "wrong"}):
+                r = httpx.request(method, s.url + R + path, json=body, headers=headers)
+                assert r.status_code == 401 and r.json()["errorCode"] == "ERR_API_TOKEN", (method, path)
+            r = httpx.request(method, s.url + R + path, json=body, headers={"dapr-api-token": "s3cret"})
+            assert r.status_code in (200, 204, 404), (method, path, r.text)
+        assert httpx.get(s.url + "/ui/").status_code == 200  # the page holds no data; it asks for the token
+        assert httpx.get(s.url + "/ui/app.js").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_live_feed_sees_http_and_grpc_calls(c: httpx.Client, srv: DevinitServer, tag: str):
+    # nobody watches: nothing is recorded
+    c.get(f"/v1.0/state/statestore/{tag}-before")
+    first = c.get(R + "events").json()
+    assert first["events"] == []
+    start = first["next"]
+    # a waiting poll is answered by the next call (from another client)
+    answer: dict = {}
+
+    def poll() -> None:
+        with httpx.Client(base_url=srv.url, timeout=40) as other:
+            answer.update(other.get(R + "events", params={"after": start, "wait": 25}).json())
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)
+    assert (
+        c.post("/v1.0/state/statestore", json=[{"key": f"{tag}-h", "value": 1}, {"key": f"{tag}-h2", "value": 2}]).status_code
+        == 204
+    )
+    t.join(timeout=40)
+    assert answer["events"], answer
+    with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as ch:
+        stub = dapr_pb2_grpc.DaprStub(ch)
+        stub.GetState(api_v1.GetStateRequest(store_name="statestore", key=f"{tag}-g"))
+        with pytest.raises(grpc.RpcError) as e:
+            stub.SaveState(
+                api_v1.SaveStateRequest(
+                    store_name="statestore",
+                    states=[common_v1.StateItem(key=f"{tag}-h", value=b"1", etag=common_v1.Etag(value="1"))],
+                )
+            )
+        assert e.value.code() == grpc.StatusCode.ABORTED
+    c.delete(f"/v1.0/state/statestore/{tag}-h")
+    c.get("/v1.0/metadata")  # not a state call: not in the feed
+    events = c.get(R + "events", params={"after": start}).json()["events"]
+    seen = [(e["protocol"], e["operation"], e["key"], e["keys"], e["status"], e["ok"]) for e in events]
+    assert seen == [
+        ("http", "save", f"{tag}-h", 2, "204", True),
+        ("grpc", "get", f"{tag}-g", 1, "OK", True),
+        ("grpc", "save", f"{tag}-h", 1, "ABORTED", False),
+        ("http", "delete", f"{tag}-h", 1, "204", True),
+    ]
+    assert all(e["store"] == "statestore" and e["appId"] == "alpha" and e["ms"] >= 0 for e in events)
+    assert [e["seq"] for e in events] == list(range(start + 1, start + 5))
