@@ -7,9 +7,10 @@ commands so that ``devinit --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +208,296 @@ def uninstall(home: Path | None, everything: bool) -> None:
     result = lifecycle.uninstall(home, everything)
     click.echo(render_uninstall(result))
     sys.exit(0 if result.ok else 1)
+
+
+# --- devinit state / devinit ui: look inside the stores (state_client.py) ---------------------
+
+
+def _server_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--http-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="The state server's HTTP port [default: the server 'devinit init' started for this home, "
+        "else $DAPR_HTTP_PORT, else 3500].",
+    )(f)
+    return _home_option(f)
+
+
+def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--store", default=None, help="State store [default: the server's only one, else statestore].")(f)
+
+
+def _prefix_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--app-id", default=None, help="Only this app id's keys (those starting with '<app-id>||').")(f)
+    return click.option("--prefix", default=None, help="Only keys starting with this, as stored (e.g. 'myapp||order-').")(f)
+
+
+def _client(home: Path | None, http_port: int | None) -> Any:
+    from devinit.state_client import StateClient, find_server
+
+    return StateClient(find_server(home, http_port))
+
+
+@cli.group()
+def state() -> None:
+    """Look inside the state stores: keys of every app id, as stored (e.g. 'myapp||order-1')."""
+
+
+@state.command("ls")
+@_server_options
+@_store_option
+@_prefix_options
+@click.option("--limit", type=click.IntRange(1), default=None, help="List at most this many keys [default: all].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {key, appId, size, etag, expireAt, ttl}.")
+def state_ls(
+    home: Path | None,
+    http_port: int | None,
+    store: str | None,
+    prefix: str | None,
+    app_id: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List keys with their app id, size, time left and etag (streamed, page by page)."""
+    import orjson
+
+    from devinit import state_client, state_render
+
+    start = state_client.app_prefix(prefix, app_id)
+    with _client(home, http_port) as c, _stdout_closed_quietly():
+        rows = c.keys(c.resolve_store(store), start, limit)
+        if as_json:
+            _write_lines(_json_array(orjson.dumps(r.as_json()).decode() for r in rows))
+        else:
+            _write_lines(state_render.key_table(rows))
+
+
+def _json_array(items: Iterator[str]) -> Iterator[str]:
+    """A JSON array written as it streams: one element per line."""
+    prev = next(items, None)
+    if prev is None:
+        yield "[]"
+        return
+    yield "["
+    for item in items:
+        yield f"  {prev},"
+        prev = item
+    yield f"  {prev}"
+    yield "]"
+
+
+def _write_lines(lines: Iterable[str], chunk: int = 1000) -> None:
+    """Write lines to stdout a chunk at a time (one write per line is slow over a million keys)."""
+    out = sys.stdout
+    buf: list[str] = []
+    for line in lines:
+        buf.append(line)
+        if len(buf) >= chunk:
+            out.write("\n".join(buf) + "\n")
+            buf = []
+    if buf:
+        out.write("\n".join(buf) + "\n")
+    out.flush()
+
+
+@contextlib.contextmanager
+def _stdout_closed_quietly() -> Iterator[None]:
+    """`devinit state ls | head`: stop without a traceback when the reader goes away."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
+
+
+@state.command("get")
+@_server_options
+@_store_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print {key, appId, etag, size, expireAt, ttl, contentType, value}.")
+def state_get(home: Path | None, http_port: int | None, store: str | None, key: str, as_json: bool) -> None:
+    """Print the value of KEY (as stored, e.g. 'myapp||order-1'): JSON pretty-printed, text as is,
+    other bytes raw (a hex dump on a terminal)."""
+    import json
+
+    from devinit import state_render
+
+    with _client(home, http_port) as c, _stdout_closed_quietly():
+        doc = c.get(c.resolve_store(store), key)
+        if as_json:
+            click.echo(json.dumps(state_render.item_json(doc), indent=2, ensure_ascii=False))
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(state_render.value(doc, sys.stdout.isatty()))
+            sys.stdout.buffer.flush()
+
+
+@state.command("set")
+@_server_options
+@_store_option
+@click.argument("key")
+@click.argument("value")
+@click.option("--etag", default=None, help="Write only if the key still has this etag (else exit 1).")
+@click.option("--ttl", type=click.IntRange(1, 2**31 - 1), default=None, help="Expire after this many seconds [default: never].")
+def state_set(
+    home: Path | None, http_port: int | None, store: str | None, key: str, value: str, etag: str | None, ttl: int | None
+) -> None:
+    """Write VALUE under KEY (as stored): JSON when VALUE is JSON, else VALUE as a JSON string;
+    '-' reads VALUE from stdin."""
+    from devinit.state_client import value_body
+
+    body = value_body(sys.stdin.read() if value == "-" else value)
+    if etag:
+        body["etag"] = etag
+    if ttl is not None:
+        body["ttl"] = ttl
+    with _client(home, http_port) as c:
+        name = c.resolve_store(store)
+        doc = c.set(name, key, body)
+    click.echo(f"Saved {key} in {name}" + (f"; etag {doc['etag']}" if doc else "") + ".")
+
+
+@state.command("rm")
+@_server_options
+@_store_option
+@click.argument("key")
+@click.option("--etag", default=None, help="Delete only if the key still has this etag (else exit 1).")
+def state_rm(home: Path | None, http_port: int | None, store: str | None, key: str, etag: str | None) -> None:
+    """Delete KEY (as stored); without --etag also fine when it is not there."""
+    with _client(home, http_port) as c:
+        name = c.resolve_store(store)
+        c.delete(name, key, etag)
+    click.echo(f"Deleted {key} from {name}.")
+
+
+@state.command("export")
+@_server_options
+@_store_option
+@_prefix_options
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write [default: stdout]."
+)
+def state_export(
+    home: Path | None, http_port: int | None, store: str | None, prefix: str | None, app_id: str | None, output: Path | None
+) -> None:
+    """Write every key as JSON Lines: {key, value, contentType, ttl?} (JSON values as JSON, other
+    bytes as base64; ttl: the seconds left). 'devinit state import' reads it back."""
+    from devinit import state_client
+
+    start = state_client.app_prefix(prefix, app_id)
+    counter = _Counter("Exported", "keys")
+    with _client(home, http_port) as c:
+        name = c.resolve_store(store)
+        if output is None:
+            with _stdout_closed_quietly():
+                count = c.export(name, sys.stdout.buffer, start, counter)
+                sys.stdout.buffer.flush()
+        else:
+            f, finish = state_client.export_file(output)
+            ok = False
+            try:
+                count = c.export(name, f, start, counter)
+                ok = True
+            finally:
+                finish(ok)
+    counter.finish()
+    click.echo(f"Exported {count} keys from {name}" + (f" to {output}" if output else "") + ".", err=True)
+
+
+class _Counter:
+    """A count redrawn on one stderr line while it runs (on a terminal only)."""
+
+    def __init__(self, verb: str, what: str) -> None:
+        self.verb, self.what, self.n = verb, what, 0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.n += n
+        if self.tty:
+            click.echo(f"\r{self.verb} {self.n} {self.what}...", nl=False, err=True)
+
+    def finish(self) -> None:
+        if self.tty and self.n:
+            click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+
+
+@state.command("import")
+@_server_options
+@_store_option
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+def state_import(home: Path | None, http_port: int | None, store: str | None, file: Path) -> None:
+    """Write the keys of an export file (FILE, or - for stdin): values, content types and TTLs
+    kept; existing keys are overwritten, so running it twice is safe."""
+    from devinit.errors import UsageError
+
+    with _client(home, http_port) as c:
+        name = c.resolve_store(store)
+        if str(file) == "-":
+            count = c.import_lines(name, sys.stdin.buffer, "stdin")
+        else:
+            try:
+                f = open(file, "rb")
+            except OSError as e:
+                raise UsageError(
+                    f"cannot read {file}: {e.strerror}. Give the path of a file 'devinit state export' wrote"
+                ) from None
+            with f:
+                length = os.fstat(f.fileno()).st_size
+                if sys.stderr.isatty() and length > 1024 * 1024:
+                    with click.progressbar(length=length, label=f"Importing {file.name}", file=sys.stderr) as bar:
+                        count = c.import_lines(name, f, str(file), bar.update)
+                else:
+                    count = c.import_lines(name, f, str(file))
+    click.echo(f"Imported {count} keys into {name}.")
+
+
+@state.command("clear")
+@_server_options
+@_store_option
+@_prefix_options
+@click.option("--yes", is_flag=True, help="Do not ask: delete.")
+def state_clear(
+    home: Path | None, http_port: int | None, store: str | None, prefix: str | None, app_id: str | None, yes: bool
+) -> None:
+    """Delete every key of the store (or under --prefix / --app-id), of every app id."""
+    from devinit import state_client
+    from devinit.errors import UsageError
+
+    start = state_client.app_prefix(prefix, app_id)
+    with _client(home, http_port) as c:
+        name = c.resolve_store(store)
+        what = f"every key starting with {start!r}" if start else "every key"
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"clear deletes {what} of store {name!r} and there is no terminal to ask. Pass --yes")
+            click.confirm(f"Delete {what} of store {name!r} on {c.server.url}?", abort=True)
+        counter = _Counter("Deleted", "keys")
+        count = c.clear(name, start, counter)
+        counter.finish()
+    click.echo(f"Deleted {count} keys from {name}.")
+
+
+@cli.command()
+@_server_options
+@click.option("--no-browser", is_flag=True, help="Only print the URL.")
+def ui(home: Path | None, http_port: int | None, no_browser: bool) -> None:
+    """Open the inspector (the state server's page at /ui/) in the default browser."""
+    from urllib.parse import quote
+
+    with _client(home, http_port) as c:
+        c.stores()  # the server answers (and takes the token) before a browser is sent there
+        url = c.server.ui_url
+        token = c.server.token
+    click.echo(f"Inspector: {url}")
+    if no_browser:
+        return
+    import webbrowser
+
+    # The token goes in the fragment, which browsers never send to a server; the page keeps it
+    # in the tab's sessionStorage. It is not printed.
+    if not webbrowser.open(url + (f"#token={quote(token, safe='')}" if token else "")):
+        click.echo("Could not start a browser here: open the URL above" + (" and enter the API token." if token else "."))
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ def render_init(r: InitResult, platform: str | None = None) -> str:
     lines += [
         f"  state API  {r.http_url}",
         f"  gRPC API   127.0.0.1:{r.grpc_port}",
+        f"  inspector  http://127.0.0.1:{r.http_port}/ui/  (or: devinit ui)",
         f"  store      {where}",
         f"  component  {r.component_file}",
         *try_lines(r.http_url, platform),
