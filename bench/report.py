@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench import state_tools
+
 RATIO_COLUMNS = ("same stack", "bare fastest", "redis-bench", "redis-py")
 
 
@@ -144,6 +146,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         why = _get(cli, key, "skipped") or cli.get("skipped")
         if why:
             t["why"] = why
+    st = result.get("state_tools") or {}
+    if "stores" in st:
+        out += state_tools.targets(st)
     return out
 
 
@@ -182,6 +187,8 @@ def table(result: dict[str, Any]) -> str:
     cli = result.get("cli") or {}
     if "skipped" not in cli:
         lines.append(f"\nCLI start-up (median of {cli['runs']}): python -c pass {cli['python -c pass']['median_ms']:.0f} ms")
+    st = result.get("state_tools") or {}
+    lines += state_tools.lines(st) if "stores" in st else [f"\nstate tools: skipped: {st.get('skipped', 'not measured')}"]
     lines.append("\ntargets:")
     for t in result["targets"]:
         verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]

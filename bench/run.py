@@ -28,7 +28,7 @@ from typing import Any
 
 from dapr.proto import api_v1
 
-from bench import cli_timing, clients, loadgen, report
+from bench import cli_timing, clients, loadgen, report, state_tools
 from bench.loadgen import Measure
 from bench.procs import BARE_STACKS, ROOT, RssSampler, check_tools, have_granian, rss_kib, start_bare, start_devinit, start_redis
 
@@ -59,6 +59,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cli-runs", type=int, default=None, help="runs per CLI command timed [7; 3 with --quick]")
     p.add_argument("--no-init", action="store_true", help="never run 'devinit init' even when it exists")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    p.add_argument(
+        "--no-state-tools",
+        action="store_true",
+        help="skip the inspector's figures (state ls, import, first list: bench/state_tools.py)",
+    )
+    p.add_argument(
+        "--state-keys", type=int, default=None, help="keys for state ls and the first list [1,000,000; 100,000 with --quick]"
+    )
+    p.add_argument("--state-import", type=int, default=None, help="1 KB items for state import [100,000; 20,000 with --quick]")
     p.add_argument("--out", type=Path, default=None, help="JSON path [bench/results/<timestamp>.json]")
     p.add_argument(
         "--profile", choices=STORES, default=None, help="only profile: serve this store under wrk GET load with py-spy"
@@ -67,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     args.rate_duration = args.rate_duration if args.rate_duration is not None else max(args.duration, 5.0)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    args.state_keys = args.state_keys or (100_000 if args.quick else 1_000_000)
+    args.state_import = args.state_import or (20_000 if args.quick else 100_000)
     args.store_list = [s for s in args.stores.split(",") if s]
     args.stack_list = [s for s in args.bare_stacks.split(",") if s]
     for s in args.store_list:
@@ -274,6 +285,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                     store_rounds[kind].append(
                         measure_store(kind, work, redis_port if kind == "redis" else None, a, with_hey and kind == "redis")
                     )
+            tool_kinds = [k for k in ("redis", "sqlite") if k in a.store_list]
+            if a.no_state_tools or not tool_kinds:
+                state = {"skipped": "--no-state-tools" if a.no_state_tools else "needs the redis or sqlite store (--stores)"}
+            else:
+                log("== state tools (devinit state ls / import, the page's first list)")
+                state = state_tools.measure(tool_kinds, work / "state-tools", redis_port, a.state_keys, a.state_import, log)
         finally:
             if redis_proc is not None:
                 redis_proc.stop()
@@ -309,6 +326,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "ceilings": {k: (v.to_json() if isinstance(v, Measure) else v) for k, v in ceilings.items()},
         "stores": {k: {w: (m.to_json() if isinstance(m, Measure) else m) for w, m in v.items()} for k, v in stores.items()},
         "cli": cli,
+        "state_tools": state,
         "dapr_published": DAPR_PUBLISHED,
         "notes": notes,
     }

@@ -80,3 +80,34 @@ def test_bench_cli_writes_json(tmp_path, capsys):
     assert data["stores"]["memory"]["GET"]["rps"] > 0
     printed = capsys.readouterr().out
     assert "memory" in printed and str(out) in printed
+
+
+def test_state_tools_shape(tmp_path):
+    """bench/state_tools.py end to end at a small scale: every figure is there (none is judged)."""
+    from bench import state_tools
+    from bench.procs import start_redis
+    from browser import CHROMEDRIVER, CHROMIUM
+
+    need(shutil.which("redis-benchmark") is not None, "redis-benchmark is not installed (apt-get install -y redis-tools)")
+    need(
+        shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None, "apt-get install chromium chromium-driver"
+    )
+    redis_proc, redis_port = start_redis(tmp_path / "redis")
+    try:
+        st = state_tools.measure(
+            ["redis", "sqlite"], tmp_path / "work", redis_port, keys=3000, import_items=500, log=lambda m: None
+        )
+    finally:
+        redis_proc.stop()
+    json.dumps(st)
+    for kind in ("redis", "sqlite"):
+        res = st["stores"][kind]
+        assert res["ls_small"]["keys"] == 300 and res["ls_big"]["keys"] == 3000
+        assert res["ls_big"]["peak_rss_kib"] > 0 and res["ls_big"]["server_peak_rss_kib"] > 0
+        assert res["import"]["items"] == 500 and res["first_page"]["median_ms"] > 0
+    assert st["stores"]["redis"]["redis-benchmark SET"]["c50"]["seconds"] > 0
+    assert st["stores"]["sqlite"]["bare sqlite3 insert"]["seconds"] > 0
+    assert st["stores"]["redis"]["first_list_browser"]["median_ms"] > 0  # the page drew its first list
+    names = [t["target"] for t in state_tools.targets(st)]
+    assert len(names) == 5 and all("goal" in t for t in state_tools.targets(st))
+    assert "state import" in "\n".join(state_tools.lines(st))
