@@ -1,13 +1,21 @@
 """Dapr component files: load and validate them into typed specs, render devinit's templates.
 
-Only ``state.*`` components are devinit's business; other kinds found in the folder (Dapr's
-own ``pubsub.yaml``, say) are skipped without complaint. A file that fails is reported with
+Only ``state.*`` components are devinit's business; other documents found in a folder (Dapr's
+own ``pubsub.yaml``, a Resiliency policy, a component scoped to other apps) are skipped, each
+with one line in ``LoadResult.notes`` for the server log. A file that fails is reported with
 its path, the field and the reason, and the other files still load.
+
+Dapr's samples point their Redis components at ``localhost:6379`` with an empty password
+(``dapr init``'s Redis has none). ``KnownRedis`` is the Redis ``devinit init`` runs for this
+home: a ``state.redis`` component naming it (same port, a loopback host) with an empty
+password gets its password, and a note says so (never the password itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +30,8 @@ from devinit.state import STORE_MODULES
 STATE_TYPES = tuple(STORE_MODULES)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: host names that mean "this machine" in a redisHost (the Redis init runs is published on 127.0.0.1)
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -84,12 +94,26 @@ class ComponentSpec:
             raise self.error(item, str(e)) from None
 
 
+@dataclass(frozen=True)
+class KnownRedis:
+    """The Redis ``devinit init`` runs for a home: its host port and password."""
+
+    port: int
+    password: str
+    home: str  # for the log line: whose Redis it is
+
+    def __repr__(self) -> str:  # never show the password, even in a traceback
+        return f"KnownRedis(port={self.port}, home={self.home!r})"
+
+
 @dataclass
 class LoadResult:
-    """What a components folder held: the good specs and the errors, by file."""
+    """What the components folders held: the good specs, the errors by file, and notes for the
+    log (documents skipped, a password taken from devinit's Redis)."""
 
     specs: list[ComponentSpec]
     errors: list[ComponentError]
+    notes: list[str] = field(default_factory=list)
 
     def error_for(self, name: str) -> ComponentError | None:
         """The load error of the component called ``name``, if it failed."""
@@ -127,14 +151,17 @@ def parse_bool(text: str, what: str) -> bool:
     raise ValueError(f"{what}: {text!r} is not a boolean (use true or false)")
 
 
-def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSpec | None:
+def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSpec | str:
+    """The spec of a state component, or why this document is skipped (one line for the log)."""
     where = str(path)
     if not isinstance(doc, dict):
         raise ComponentError(where, "(document)", "expected a mapping with apiVersion, kind, metadata and spec")
     if doc.get("kind") != "Component":
         if doc.get("kind") is None:
             raise ComponentError(where, "kind", "missing; a component file says 'kind: Component'")
-        return None  # Configuration, Subscription, Resiliency...: not ours
+        meta = doc.get("metadata")
+        named = f" {meta['name']!r}" if isinstance(meta, dict) and isinstance(meta.get("name"), str) else ""
+        return f"skipped {doc['kind']}{named} in {where}: devinit has no use for it"  # Resiliency, Subscription...
     api = doc.get("apiVersion")
     if api != "dapr.io/v1alpha1":
         raise ComponentError(where, "apiVersion", f"{api!r} is not supported; use dapr.io/v1alpha1")
@@ -146,7 +173,7 @@ def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSp
         raise ComponentError(where, "metadata.name", f"{name!r} is not a valid name (not . or .., and no / or %)")
     scopes = doc.get("scopes")
     if isinstance(scopes, list) and scopes and app_id and app_id not in scopes:
-        return None  # scoped to other apps, as in Dapr
+        return f"skipped component {name!r} in {where}: scoped to other apps, not {app_id!r}"  # as in Dapr
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         raise _named(ComponentError(where, "spec", "missing; it holds type, version and metadata"), name)
@@ -154,7 +181,7 @@ def _component_from_doc(doc: Any, path: Path, app_id: str | None) -> ComponentSp
     if not isinstance(ctype, str) or not ctype:
         raise _named(ComponentError(where, "spec.type", "missing; e.g. state.redis or state.sqlite"), name)
     if not ctype.startswith("state."):
-        return None  # pub/sub, bindings...: devinit serves state stores only
+        return f"skipped component {name!r} ({ctype}) in {where}: devinit serves state stores only"
     if ctype not in STATE_TYPES:
         raise _named(
             ComponentError(where, "spec.type", f"{ctype!r} is not supported; use one of {', '.join(STATE_TYPES)}"),
@@ -198,12 +225,17 @@ def component_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_components(folder: Path, app_id: str | None = None) -> LoadResult:
-    """Load every state component in ``folder``; bad files become errors, not exceptions."""
+def load_components(
+    folders: Path | Sequence[Path], app_id: str | None = None, known_redis: KnownRedis | None = None
+) -> LoadResult:
+    """Load every state component in ``folders`` (one folder, or several as ``devinit run -d A
+    -d B`` gives them); bad files become errors, not exceptions. A name defined twice, in one
+    folder or across them, is an error on the later file."""
     result = LoadResult([], [])
     seen: dict[str, Path] = {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    for path in component_files(folder):
+    files = [p for folder in ([folders] if isinstance(folders, Path) else folders) for p in component_files(folder)]
+    for path in files:
         try:
             docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader))
         except (OSError, UnicodeDecodeError) as e:
@@ -223,8 +255,15 @@ def load_components(folder: Path, app_id: str | None = None) -> LoadResult:
             except ComponentError as e:
                 result.errors.append(e)
                 continue
-            if spec is None:
+            if isinstance(spec, str):
+                result.notes.append(spec)
                 continue
+            if known_redis is not None and names_redis(spec, known_redis.port) and not spec.metadata.get("redisPassword"):
+                spec = dataclasses.replace(spec, metadata={**spec.metadata, "redisPassword": known_redis.password})
+                result.notes.append(
+                    f"component {spec.name!r} in {path}: {spec.metadata['redisHost']} is the Redis that 'devinit init' "
+                    f"runs for {known_redis.home}; using its password (the component's is empty)"
+                )
             if spec.name in seen:
                 result.errors.append(
                     ComponentError(str(path), "metadata.name", f"{spec.name!r} is already defined in {seen[spec.name]}")
@@ -233,6 +272,20 @@ def load_components(folder: Path, app_id: str | None = None) -> LoadResult:
             seen[spec.name] = path
             result.specs.append(spec)
     return result
+
+
+def names_redis(spec: ComponentSpec, port: int) -> bool:
+    """True when ``spec`` is a plain ``state.redis`` component whose ``redisHost`` is a loopback
+    name with ``port``: the Redis published there (no Cluster, no Sentinel: those name others)."""
+    if spec.type != "state.redis" or spec.metadata.get("redisType", "node") not in ("", "node"):
+        return False
+    try:
+        if parse_bool(spec.metadata.get("failover", "false"), "failover"):
+            return False
+    except ValueError:
+        return False  # the store refuses the value itself, with the reason
+    host, sep, port_text = spec.metadata.get("redisHost", "").strip().rpartition(":")
+    return bool(sep) and host.strip("[]").lower() in LOOPBACK and port_text == str(port)
 
 
 def render_template(name: str, **values: str) -> str:

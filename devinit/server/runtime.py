@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from devinit import __version__
-from devinit.components import ComponentSpec, LoadResult, load_components
+from devinit.components import ComponentSpec, KnownRedis, LoadResult, load_components
 from devinit.errors import (
     ApiError,
     ComponentError,
@@ -302,6 +302,7 @@ class Runtime:
         self.store_timeout = store_timeout
         self.errors: list[ComponentError] = []
         self.extended: dict[str, str] = {}  # set by clients: PUT /v1.0/metadata/{key}, SetMetadata
+        self.notes: list[str] = []  # documents skipped, a password taken from devinit's Redis: for the log
         # whether each store answers: shown by /v1.0/metadata and `devinit status`
         self.monitor = HealthMonitor({n: e.store for n, e in entries.items()}, health_interval, store_timeout)
 
@@ -310,16 +311,17 @@ class Runtime:
     @classmethod
     async def start(
         cls,
-        components_path: Path,
+        components_path: Path | Sequence[Path],
         app_id: str | None = None,
         api_token: str | None = None,
         store_timeout: float = DEFAULT_STORE_TIMEOUT,
         health_interval: float = DEFAULT_INTERVAL,
+        known_redis: KnownRedis | None = None,
     ) -> Runtime:
-        """Load the components folder, build and open every store it declares; start pinging them."""
+        """Load the components folder(s), build and open every store they declare; start pinging them."""
         from devinit.state import create_store, default_ttl
 
-        loaded: LoadResult = load_components(components_path, app_id)
+        loaded: LoadResult = load_components(components_path, app_id, known_redis)
         entries: dict[str, StoreEntry] = {}
         errors = list(loaded.errors)
         for spec in loaded.specs:
@@ -342,6 +344,7 @@ class Runtime:
                 failed[err.component] = str(err)
         runtime = cls(entries, failed, app_id, api_token, store_timeout, health_interval)
         runtime.errors = errors
+        runtime.notes = loaded.notes
         runtime.monitor.start()
         return runtime
 

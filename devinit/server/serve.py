@@ -4,7 +4,9 @@
 ``POST /v1.0/shutdown``, then stops accepting requests, lets the ones in flight finish, and
 closes every store. It runs on uvloop where there is one; on Windows on a selector loop,
 because psycopg (the PostgreSQL store) refuses the default Proactor loop there, and the HTTP/1.1
-and HTTP/2 code use only calls both loops have.
+and HTTP/2 code use only calls both loops have. ``devinit run`` runs the same server for each
+app (in a process of its own, see devinit/sidecar.py) and learns through ``on_ready`` when it
+listens and how to stop it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devinit.components import KnownRedis
 from devinit.server.runtime import DEFAULT_STORE_TIMEOUT, Runtime
 
 log = logging.getLogger("devinit.serve")
@@ -27,9 +30,9 @@ log = logging.getLogger("devinit.serve")
 
 @dataclass
 class ServeOptions:
-    """What ``devinit serve`` was asked to do."""
+    """What ``devinit serve`` (or ``devinit run``, for one app) was asked to do."""
 
-    components_path: Path
+    components_path: Path | Sequence[Path]  # one folder, or several (devinit run -d A -d B)
     host: str = "127.0.0.1"
     http_port: int = 3500
     grpc_port: int = 50001
@@ -39,10 +42,22 @@ class ServeOptions:
     store_timeout: float = DEFAULT_STORE_TIMEOUT
     pid_file: Path | None = None  # written with this process's pid once both ports listen
     allowed_origins: tuple[str, ...] = ()  # web origins allowed besides loopback ones (browser.py)
+    known_redis: KnownRedis | None = None  # the Redis devinit init runs (devinit run: samples' empty passwords)
+
+    @property
+    def folders(self) -> str:
+        """The components folder(s), for the log."""
+        paths = [self.components_path] if isinstance(self.components_path, Path) else self.components_path
+        return ", ".join(str(p) for p in paths)
 
 
-async def serve_async(opts: ServeOptions) -> int:
-    """Serve until a stop signal; returns the process exit code."""
+#: called once both front ends listen, with the function that stops the server (given why)
+OnReady = Callable[[Callable[[str], None]], None]
+
+
+async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> int:
+    """Serve until a stop signal (or until the stop function given to ``on_ready`` is called);
+    returns the process exit code."""
     from devinit import ports
     from devinit.errors import GrpcBindError
     from devinit.server.browser import BrowserPolicy
@@ -60,9 +75,13 @@ async def serve_async(opts: ServeOptions) -> int:
         "set" if opts.api_token else "not set",
         ", ".join(opts.allowed_origins) or "loopback only",
     )
-    runtime = await Runtime.start(opts.components_path, opts.app_id, opts.api_token, opts.store_timeout)
+    runtime = await Runtime.start(
+        opts.components_path, opts.app_id, opts.api_token, opts.store_timeout, known_redis=opts.known_redis
+    )
     stores = ", ".join(f"{n} ({e.spec.type})" for n, e in sorted(runtime.entries.items())) or "none"
-    log.info("components from %s; stores: %s", opts.components_path, stores)
+    log.info("components from %s; stores: %s", opts.folders, stores)
+    for note in runtime.notes:
+        log.info("%s", note)
     for err in runtime.errors:
         log.error("component not loaded: %s", err)
     grpc_server = None
@@ -122,6 +141,8 @@ async def serve_async(opts: ServeOptions) -> int:
 
         app.on_shutdown = lambda: stop("POST /v1.0/shutdown")
         with _stop_on_signals(stop):
+            if on_ready is not None:
+                on_ready(stop)
             await server.serve()
         return 0
     finally:
@@ -196,9 +217,10 @@ def configure_logging(level: str) -> None:
     logging.getLogger("devinit").setLevel(wanted)
 
 
-def serve(opts: ServeOptions, platform: str | None = None) -> int:
-    """Run the server in this process until a stop signal or ``POST /v1.0/shutdown``."""
+def serve(opts: ServeOptions, platform: str | None = None, on_ready: OnReady | None = None) -> int:
+    """Run the server in this process until a stop signal, ``POST /v1.0/shutdown`` or
+    ``on_ready``'s stop function."""
     configure_logging(opts.log_level)
     with asyncio.Runner(loop_factory=loop_factory(platform)) as runner:
         log.debug("event loop: %s", type(runner.get_loop()).__name__)
-        return runner.run(serve_async(opts))
+        return runner.run(serve_async(opts, on_ready))
