@@ -500,6 +500,172 @@ def ui(home: Path | None, http_port: int | None, no_browser: bool) -> None:
         click.echo("Could not start a browser here: open the URL above" + (" and enter the API token." if token else "."))
 
 
+class _DaprRunCommand(click.Command):
+    """``run`` takes ``dapr run``'s flags: those devinit has no use for are taken off the command
+    line before parsing (devinit/runflags.py) and reported, instead of being usage errors."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from devinit.runflags import strip_ignored
+
+        args, ctx.meta["devinit.ignored"] = strip_ignored(args)
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_DaprRunCommand, context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--app-id", "-a", default=None, help="The app's id: keys are stored as '<app-id>||<key>' [default: the folder's name]."
+)
+@click.option(
+    "--app-port",
+    "-p",
+    type=click.IntRange(-1, 65535),
+    default=None,
+    help="The port the app listens on (given to it as APP_PORT).",
+)
+@click.option(
+    "--dapr-http-port", "-H", type=click.IntRange(-1, 65535), default=None, help="The server's HTTP port [default: a free port]."
+)
+@click.option(
+    "--dapr-grpc-port", "-G", type=click.IntRange(-1, 65535), default=None, help="The server's gRPC port [default: a free port]."
+)
+@click.option(
+    "--resources-path",
+    multiple=True,
+    help="Folder of component files; repeat it (or separate with commas) for several [default: <home>/components].",
+)
+@click.option("--components-path", "-d", multiple=True, help="The same as --resources-path (Dapr's older name).")
+@click.option("--log-level", default="info", show_default=True, help="The server's log level: debug, info, warn or error.")
+@click.option(
+    "--run-file", "-f", default=None, help="Run the apps of a Multi-App Run template (a dapr.yaml, or a folder holding one)."
+)
+@_home_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    app_id: str | None,
+    app_port: int | None,
+    dapr_http_port: int | None,
+    dapr_grpc_port: int | None,
+    resources_path: tuple[str, ...],
+    components_path: tuple[str, ...],
+    log_level: str,
+    run_file: str | None,
+    home: Path | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run an app beside its own state server, as 'dapr run' does: devinit run -a orders -- python app.py
+
+    With -f, run every app of a Multi-App Run template (dapr run -f). Other 'dapr run' flags
+    are accepted and ignored. Exit code: the app's (with -f: the first non-zero one).
+    """
+    from devinit import paths
+    from devinit.errors import UsageError
+    from devinit.printer import Printer
+    from devinit.run import AppSpec, RunOptions, check_app_id
+    from devinit.run import run as run_apps
+
+    printer = Printer(sys.stdout, sys.stderr)
+    for note in ctx.meta.get("devinit.ignored", []):
+        printer.note(note)
+    home_dir = paths.home(home)
+    token = os.environ.get("DAPR_API_TOKEN") or None
+    if run_file is not None:
+        from devinit import runfile
+
+        given = [
+            p.opts[0]
+            for p in ctx.command.params
+            if p.name not in ("run_file", "home")
+            and ctx.get_parameter_source(p.name or "") == click.core.ParameterSource.COMMANDLINE
+        ]
+        for flag in given:
+            printer.note(f"{flag}: ignored with --run-file (set it in the run file)")
+        loaded = runfile.load(run_file, paths.components_dir(home_dir))
+        for note in loaded.notes:
+            printer.note(note)
+        opts = RunOptions(loaded.apps, home_dir, loaded.path, token)
+    else:
+        from devinit.runflags import server_log_level
+
+        try:
+            level = server_log_level(log_level)
+        except ValueError as e:
+            raise UsageError(f"--log-level: {e}") from None
+        folders = [Path(p).expanduser() for v in (*resources_path, *components_path) for p in v.split(",") if p.strip()]
+        if not app_id:
+            app_id = Path.cwd().name or "app"
+            printer.note(f"no --app-id given: using {app_id!r} (the folder's name); keys are stored as '{app_id}||<key>'")
+        check_app_id(app_id, "--app-id")
+        if not command:
+            printer.note("no application command given: the state server alone runs")
+        spec = AppSpec(
+            app_id=app_id,
+            command=list(command),
+            cwd=Path.cwd(),
+            resources=folders or [paths.components_dir(home_dir)],
+            http_port=dapr_http_port if dapr_http_port and dapr_http_port > 0 else None,
+            grpc_port=dapr_grpc_port if dapr_grpc_port and dapr_grpc_port > 0 else None,
+            app_port=app_port if app_port and app_port > 0 else None,
+            log_level=level,
+            shares_terminal=True,
+        )
+        opts = RunOptions([spec], home_dir, None, token)
+    sys.exit(run_apps(opts, printer))
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the fields of 'dapr list -o json').")
+@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", help="As 'dapr list -o'.")
+def list_runs(as_json: bool, output: str) -> None:
+    """List the apps running under 'devinit run' (as 'dapr list')."""
+    import json
+
+    from devinit.render import render_list
+    from devinit.runs import running_apps
+
+    apps = running_apps()
+    if as_json or output == "json":
+        click.echo(json.dumps([a.to_json() for a in apps], indent=2))
+    elif output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump([a.to_json() for a in apps], sort_keys=False), nl=False)
+    else:
+        click.echo(render_list(apps))
+
+
+@cli.command()
+@click.option("--app-id", "-a", default=None, help="Stop the app with this id (and its state server).")
+@click.option("--run-file", "-f", default=None, help="Stop every app of this run file (a dapr.yaml, or its folder).")
+@click.argument("app_ids", nargs=-1)
+def stop(app_id: str | None, run_file: str | None, app_ids: tuple[str, ...]) -> None:
+    """Stop apps started by 'devinit run': devinit stop --app-id ID, or devinit stop -f FILE_OR_DIR."""
+    from devinit import runs
+    from devinit.errors import UsageError
+
+    ids = [*([app_id] if app_id else []), *app_ids]
+    if not ids and run_file is None:
+        raise UsageError("say what to stop: --app-id ID, or --run-file FILE_OR_DIR ('devinit list' shows what runs)")
+    results = []
+    if run_file is not None:
+        from devinit.runfile import find
+
+        path = find(run_file)
+        if path is None:
+            raise UsageError("--run-file -: a run read from stdin has no file to name; stop it with --app-id")
+        results.append(runs.stop(run_file=path))
+    results += [runs.stop(app_id=i) for i in ids]
+    ok = True
+    for r in results:
+        for name in r.apps:
+            click.echo(f"stopped: {name}")
+        for name in r.still_running:
+            click.echo(f"FAILED:  {name} is still running", err=True)
+        ok = ok and r.ok
+    sys.exit(0 if ok else 1)
+
+
 def main() -> None:
     """Console entry point: the one place DevinitError becomes a clean message."""
     try:

@@ -36,6 +36,7 @@ from devinit.docker_redis import (
     resolve_endpoint,
 )
 from devinit.errors import DaemonError, DevinitError, DockerError, ImagePullError, UsageError
+from devinit.runs import RunningApp, running_apps
 from devinit.setup_record import ComponentSetup, RedisSetup, SetupRecord
 
 STORES = ("redis", "sqlite")
@@ -532,6 +533,7 @@ class StatusResult:
     server: ServerInfo
     problems: list[str]
     stores: list[StoreStatus] = field(default_factory=list)
+    apps: list[RunningApp] = field(default_factory=list)  # under `devinit run` (not part of `healthy`)
 
     @property
     def healthy(self) -> bool:
@@ -559,7 +561,7 @@ def status(home_opt: Path | None = None) -> StatusResult:
     problems += server_problems
     stores, store_problems = _store_status(found)
     problems += store_problems
-    return StatusResult(str(home), setup.store, docker_status, container, components, server, problems, stores)
+    return StatusResult(str(home), setup.store, docker_status, container, components, server, problems, stores, running_apps())
 
 
 def _docker_status(home: Path, setup: SetupRecord) -> tuple[DockerStatus | None, ContainerStatus | None]:

@@ -1,4 +1,4 @@
-"""Text the CLI prints for init / status / uninstall results (never a password)."""
+"""Text the CLI prints for init / status / uninstall / list results (never a password)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from devinit.docker_redis import PullProgress
 from devinit.lifecycle import InitResult, StatusResult, UninstallResult
+from devinit.runs import RunningApp, age
 
 
 def _mb(n: int) -> str:
@@ -106,6 +107,14 @@ def render_status(r: StatusResult) -> str:
     rows.append(("server", state, detail))
     for st in r.stores:
         rows.append(("store", st.status, f"{st.name} ({st.type or '?'})" + (f": {st.error}" if st.error else "")))
+    for a in r.apps:
+        rows.append(
+            (
+                "app",
+                "running",
+                f"{a.app_id} (devinit run, pid {a.cli_pid}): http {a.http_port}, grpc {a.grpc_port}, up {_uptime(a.age_seconds)}",
+            )
+        )
     width = max(len(b) for _, b, _ in rows)
     lines = [f"home: {r.home}   store: {r.store or 'not set up'}"]
     lines += [f"  {a:<10} {b:<{width}}  {c_}" for a, b, c_ in rows]
@@ -123,3 +132,42 @@ def render_uninstall(r: UninstallResult) -> str:
     lines += [f"kept:    {x}" for x in r.kept]
     lines += [f"FAILED:  {x}" for x in r.failed]
     return "\n".join(lines)
+
+
+def render_list(apps: list[RunningApp]) -> str:
+    """The apps under ``devinit run``, as ``dapr list`` shows its table."""
+    if not apps:
+        return "No apps are running under 'devinit run'."
+    head = (
+        "APP ID",
+        "HTTP PORT",
+        "GRPC PORT",
+        "APP PORT",
+        "COMMAND",
+        "AGE",
+        "CREATED",
+        "SERVER PID",
+        "CLI PID",
+        "APP PID",
+        "RUN FILE",
+    )
+    rows = [head]
+    for a in apps:
+        command = a.command if len(a.command) <= 20 else a.command[:17] + "..."
+        rows.append(
+            (
+                a.app_id,
+                str(a.http_port),
+                str(a.grpc_port),
+                str(a.app_port or ""),
+                command,
+                age(a.age_seconds),
+                a.created,
+                str(a.server_pid),
+                str(a.cli_pid),
+                str(a.app_pid or ""),
+                a.run_file or "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -1,0 +1,130 @@
+"""Start, signal and stop an app's process the POSIX way or the Windows way.
+
+Every function takes the platform (``sys.platform`` when None), so that the Windows choices
+are real code paths a test can take on Linux.
+
+- POSIX: an app that shares ``devinit run``'s terminal stays in its process group (it reads
+  stdin, and the terminal's Ctrl-C reaches it directly); an app whose output devinit relays
+  (``devinit run -f``) gets a process group of its own, so that a signal reaches its children
+  too (``npm start`` -> node). Asking it to stop is SIGINT or SIGTERM, after a grace period
+  SIGKILL.
+- Windows: no fork and no POSIX signals. An app gets ``CREATE_NEW_PROCESS_GROUP`` so that
+  devinit can send its group ``CTRL_BREAK_EVENT`` (a new group does not get the console's
+  Ctrl-C: devinit receives it and passes it on), and after the grace period
+  ``TerminateProcess`` (``os.kill`` with SIGTERM is that on Windows).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from devinit.daemon import pid_alive
+
+# Win32 values (the signal module defines them on Windows only).
+CTRL_BREAK_EVENT = 1
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+SIGBREAK = 21  # signal.SIGBREAK on Windows: Ctrl-Break, or CTRL_BREAK_EVENT sent to our group
+
+#: seconds an app has to exit after it was asked to stop, before it is killed (as dapr run)
+GRACE = 5.0
+
+
+def _windows(platform: str | None) -> bool:
+    return (platform or sys.platform) == "win32"
+
+
+def popen_kwargs(own_group: bool, platform: str | None = None) -> dict[str, Any]:
+    """How to start an app: its own process group, or ``devinit run``'s (POSIX, ``own_group`` False)."""
+    if _windows(platform):
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP}
+    return {"process_group": 0} if own_group else {}
+
+
+def handled_signals(platform: str | None = None) -> list[int]:
+    """The signals ``devinit run`` turns into an orderly stop (apps first, then their servers)."""
+    if _windows(platform):
+        return [signal.SIGINT, SIGBREAK]
+    return [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+def terminal_sent_it(sig: int, own_group: bool, platform: str | None = None) -> bool:
+    """True when the terminal delivered ``sig`` to the app as well as to us: a Ctrl-C while we,
+    and the app in our process group, are the terminal's foreground. Passing it on would give
+    the app a second SIGINT (a second KeyboardInterrupt in the middle of its clean-up)."""
+    if _windows(platform) or own_group or sig != signal.SIGINT:
+        return False
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+def interrupt(pid: int, own_group: bool, sig: int, platform: str | None = None) -> None:
+    """Ask an app to stop: ``sig`` to its group (or to it alone when it shares ours); on
+    Windows ``CTRL_BREAK_EVENT`` to its group, whatever ``sig`` was. Gone already: nothing."""
+    try:
+        if _windows(platform):
+            os.kill(pid, CTRL_BREAK_EVENT)  # GenerateConsoleCtrlEvent for the app's group
+        elif own_group:
+            os.killpg(pid, sig)  # the app leads its group: pgid == pid
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except OSError:
+        if not _windows(platform):
+            raise
+        # Windows: no console shared with the app (a detached caller): terminate instead.
+        kill(pid, own_group, platform)
+
+
+def kill(pid: int, own_group: bool, platform: str | None = None) -> None:
+    """End an app now: SIGKILL to its group (or to it); ``TerminateProcess`` on Windows."""
+    try:
+        if _windows(platform):
+            os.kill(pid, signal.SIGTERM)  # TerminateProcess on Windows
+        elif own_group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except OSError:
+        if not _windows(platform):
+            raise
+
+
+def stop(pid: int, own_group: bool, grace: float = GRACE, platform: str | None = None) -> bool:
+    """Ask a process that is not our child to stop, kill it after ``grace`` seconds; True when
+    it is gone. Used where nobody can wait() for it: a server whose ``devinit run`` died, and
+    ``devinit stop``. Windows has no polite way from outside the app's console: terminate."""
+    if _windows(platform):
+        kill(pid, own_group, platform)
+    else:
+        interrupt(pid, own_group, signal.SIGTERM, platform)
+    if wait_gone(pid, grace, platform):
+        return True
+    kill(pid, own_group, platform)
+    return wait_gone(pid, 5.0, platform)
+
+
+def wait_gone(pid: int, timeout: float, platform: str | None = None) -> bool:
+    """Wait up to ``timeout`` seconds for process ``pid`` to be gone; True when it is."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, platform):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def exit_code(returncode: int) -> int:
+    """A process's return code as a shell reports it: killed by signal N is 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
