@@ -1,4 +1,5 @@
-"""CLI start-up: wall time of `devinit --help`, `devinit status` and `devinit init`.
+"""CLI start-up: wall time of `devinit --help`, `devinit status` and `devinit init`, and how
+much later an app starts under `devinit run` than alone (bench/run_startup.py).
 
 Each runs this checkout (`python -m devinit` with the checkout first on PYTHONPATH), several
 times; the median is reported beside `python -c pass`, the interpreter's own floor. A command
@@ -63,6 +64,12 @@ def measure(runs: int = 5, with_init: bool = True) -> dict[str, Any]:
             result["status"] = {"median_ms": ms, "runs_ms": times, "exit": out.returncode, "target_ms": 300}
         else:
             result["status"] = {"skipped": "this devinit has no 'status' command yet"}
+        if "run" in have:
+            from bench import run_startup
+
+            result["run"] = run_startup.measure(env, runs)
+        else:
+            result["run"] = {"skipped": "this devinit has no 'run' command yet"}
         if "init" not in have:
             result["init"] = {"skipped": "this devinit has no 'init' command yet"}
         elif not with_init:

@@ -142,7 +142,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     add("devinit --help", _get(cli, "--help", "median_ms"), 150, False, " ms")
     add("devinit status", _get(cli, "status", "median_ms"), 300, False, " ms")
     add("devinit init (image present) until healthy", _get(cli, "init", "ms"), 3000, False, " ms")
-    for t, key in zip(out[-3:], ("--help", "status", "init"), strict=False):
+    add("devinit run: app starts later than alone by", _get(cli, "run", "overhead_ms"), 300, False, " ms")
+    # N apps of a run file must not take N times one app's start-up
+    n = _get(cli, "run", "multi_apps") or 3
+    add(f"devinit run -f, {n} apps: start-up / one app's", _get(cli, "run", "run_f_over_single"), n / 2, False, "x")
+    for t, key in zip(out[-5:], ("--help", "status", "init", "run", "run"), strict=False):
         why = _get(cli, key, "skipped") or cli.get("skipped")
         if why:
             t["why"] = why
@@ -187,6 +191,13 @@ def table(result: dict[str, Any]) -> str:
     cli = result.get("cli") or {}
     if "skipped" not in cli:
         lines.append(f"\nCLI start-up (median of {cli['runs']}): python -c pass {cli['python -c pass']['median_ms']:.0f} ms")
+        run = cli.get("run") or {}
+        if "skipped" not in run:
+            lines.append(
+                f"devinit run: the app starts after {run['run_ms']:.0f} ms (alone {run['alone_ms']:.0f} ms: "
+                f"+{run['overhead_ms']:.0f} ms); {run['multi_apps']} apps of a run file after {run['run_f_last_app_ms']:.0f} ms "
+                f"(+{run['run_f_overhead_ms']:.0f} ms, {run['run_f_over_single']:.2f}x one app's)"
+            )
     st = result.get("state_tools") or {}
     lines += state_tools.lines(st) if "stores" in st else [f"\nstate tools: skipped: {st.get('skipped', 'not measured')}"]
     lines.append("\ntargets:")

@@ -111,3 +111,20 @@ def test_state_tools_shape(tmp_path):
     names = [t["target"] for t in state_tools.targets(st)]
     assert len(names) == 5 and all("goal" in t for t in state_tools.targets(st))
     assert "state import" in "\n".join(state_tools.lines(st))
+
+
+def test_bench_run_startup_shape():
+    """`devinit run` start-up beside the app alone (bench/run_startup.py): runs end to end."""
+    from bench.procs import devinit_env
+    from bench.run_startup import MULTI, measure
+
+    r = measure(devinit_env(), runs=1)
+    json.dumps(r)
+    assert {"alone_ms", "run_ms", "overhead_ms", "run_f_last_app_ms", "run_f_overhead_ms", "run_f_over_single"} <= set(r)
+    assert r["alone_ms"] > 0 and r["run_ms"] > 0 and r["run_f_last_app_ms"] > 0 and r["multi_apps"] == MULTI
+    assert [len(v) for v in r["runs_ms"].values()] == [1, 1, 1]
+    result = {"cli": {"runs": 1, "python -c pass": {"median_ms": 1.0}, "run": r}}
+    published = {"http": {"p50_ms": 0.73, "p99_ms": 1.97}, "grpc": {"p50_ms": 0.57, "p99_ms": 1.65}}
+    targets = {t["target"]: t for t in report.targets({"meta": {"rate": 1000}, "dapr_published": published, **result})}
+    assert targets["devinit run: app starts later than alone by"]["value"] == r["overhead_ms"]
+    assert targets[f"devinit run -f, {MULTI} apps: start-up / one app's"]["value"] == r["run_f_over_single"]
