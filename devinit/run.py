@@ -24,6 +24,7 @@ file's ``daprdLogDestination``, default ``file``).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import signal
@@ -43,6 +44,7 @@ from devinit.errors import DevinitError, UsageError
 from devinit.printer import Printer, plain
 
 if TYPE_CHECKING:
+    from devinit.runs import RunRecord
     from devinit.sidecar import Sidecar
 
 LOG_DESTINATIONS = ("console", "file", "fileAndConsole")
@@ -107,6 +109,7 @@ class _App:
     http_port: int
     grpc_port: int
     stores: str  # "statestore (state.redis)", for the start line
+    store_types: set[str]
     known_redis: dict[str, Any] | None
     sidecar: Sidecar | None = None  # once started
     proc: subprocess.Popen[bytes] | None = None
@@ -174,7 +177,8 @@ def _prepare(opts: RunOptions) -> list[_App]:
         needs = any(s.type == "state.redis" and not s.metadata.get("redisPassword") for s in states)
         if needs and not looked_up:
             known, looked_up = _init_redis(opts.home), True
-        prepared.append(_App(spec, 0, 0, ", ".join(f"{s.name} ({s.type})" for s in states), known if needs else None))
+        names = ", ".join(f"{s.name} ({s.type})" for s in states)
+        prepared.append(_App(spec, 0, 0, names, {s.type for s in states}, known if needs else None))
     _choose_ports(
         prepared, "daprHTTPPort" if run_file else "--dapr-http-port", "daprGRPCPort" if run_file else "--dapr-grpc-port"
     )
@@ -207,9 +211,11 @@ def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
                     f"port {port} is asked for twice ({taken[port]} and {what} of app {app.spec.app_id!r}). Give each its own"
                 )
             taken[port] = f"{what} of app {app.spec.app_id!r}"
-            if not _port_free(port):
+            refused = _bind_error(port)
+            if refused is not None:
+                why = "is already in use" if refused.errno == errno.EADDRINUSE else f"cannot be used ({refused.strerror})"
                 raise UsageError(
-                    f"the {what} port {port} for app {app.spec.app_id!r} ({flag}) is already in use on {HOST}. "
+                    f"the {what} port {port} for app {app.spec.app_id!r} ({flag}) {why} on {HOST}. "
                     f"Stop what uses it, pass another port, or leave {flag} out for a free one"
                 )
     held: list[socket.socket] = []  # held open until all are chosen, so that no two are the same
@@ -222,13 +228,14 @@ def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
             s.close()
 
 
-def _port_free(port: int) -> bool:
+def _bind_error(port: int) -> OSError | None:
+    """Why a server could not listen on ``port`` (None: it can)."""
     with socket.socket() as s:
         try:
             s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+        except OSError as e:
+            return e
+    return None
 
 
 def _free_port(held: list[socket.socket], taken: dict[int, str]) -> int:
@@ -284,7 +291,7 @@ class _Supervisor:
         self.first_failure: int | None = None  # the first non-zero app exit code
         self.server_failed = False  # a server died under its app
         self.startup_error: str | None = None
-        self.record: Any = None  # runs.RunRecord once an app runs
+        self.record: RunRecord | None = None  # once an app runs
         self.record_stale = False  # apps started or ended since it was written
         self.started = time.monotonic()
 
@@ -293,9 +300,8 @@ class _Supervisor:
 
         previous: dict[int, Any] = {}
         try:
-            stamp = time.strftime("%Y%m%d%H%M%S")
+            sidecar.preload({t for app in self.apps for t in app.store_types}, self.opts.platform)
             for app in self.apps:
-                self._open_logs(app, stamp)
                 app.sidecar = sidecar.start(
                     sidecar.SidecarSpec(
                         app_id=app.spec.app_id,
@@ -310,7 +316,10 @@ class _Supervisor:
                     ),
                     self.opts.platform,
                 )
-            # Only now (after the forks: a child must not inherit them) the signal handlers and threads.
+            # Only now (after the forks: a child must not inherit them) log files, signal handlers, threads.
+            stamp = time.strftime("%Y%m%d%H%M%S")
+            for app in self.apps:
+                self._open_logs(app, stamp)
             for sig in process.handled_signals(self.opts.platform):
                 previous[sig] = signal.signal(sig, self._on_signal)
             for app in self.apps:
@@ -337,9 +346,15 @@ class _Supervisor:
                 event = self.events.get(timeout=self._next_timeout())
             except queue.Empty:
                 event = None
-            if event is not None:
-                kind, *args = event
-                getattr(self, f"_{kind}")(*args)
+            match event:
+                case ("ready", app):
+                    self._ready(app)
+                case ("app_exit", app, code):
+                    self._app_exit(app, code)
+                case ("server_exit", app, code):
+                    self._server_exit(app, code)
+                case ("signal", sig):
+                    self._signal(sig)
             self._deadlines()
             if self.record_stale and self.events.empty():  # after the apps that are ready have started
                 self._save_record()
@@ -368,7 +383,8 @@ class _Supervisor:
                 )
                 app.server.kill(self.opts.platform)
                 app.server_stopping_since = None
-            if not app.ready and not app.failed and now >= self.started + STARTUP_TIMEOUT:
+            starting = not app.ready and not app.failed and app.server_code is None and app.server_stopping_since is None
+            if starting and now >= self.started + STARTUP_TIMEOUT:
                 self._fail_startup(app, f"did not listen within {STARTUP_TIMEOUT:g}s")
 
     def _ready(self, app: _App) -> None:
@@ -440,7 +456,7 @@ class _Supervisor:
             return
         if not app.ready:
             if app.server_stopping_since is None:
-                self._fail_startup(app, f"exited with code {code} before it listened")
+                self._fail_startup(app, f"{_ended(code)} before it listened")
             return
         if app.server_stopping_since is None:  # it was not asked to stop
             tail = "\n".join(app.log_tail)
@@ -449,7 +465,7 @@ class _Supervisor:
             else:
                 self.server_failed = True
                 self.printer.note(
-                    f"the state server of app {app.spec.app_id!r} exited with code {code}"
+                    f"the state server of app {app.spec.app_id!r} {_ended(code)}"
                     + ("; stopping the app" if not app.app_ended else "")
                     + (f". Its last log lines:\n{tail}" if tail else "")
                 )
@@ -498,8 +514,10 @@ class _Supervisor:
         tail = "\n".join(app.log_tail)
         message = f"the state server of app {app.spec.app_id!r} {why}"
         if tail:
-            message += f". Its last log lines:\n{tail}"
-        self.startup_error = self.startup_error or message + "\nFix what they say and run devinit run again"
+            message += f". Its last log lines:\n{tail}\nFix what they say and run devinit run again"
+        else:
+            message += ", before it logged anything. Run again with --log-level debug (logLevel: debug in a run file)"
+        self.startup_error = self.startup_error or message
         app.failed = True
         if app.server_code is None:
             app.server.kill(self.opts.platform)
@@ -659,6 +677,11 @@ def _write(f: IO[str], line: str) -> None:
         f.flush()
     except (OSError, ValueError):
         pass  # a full disk must not stop the output on the terminal
+
+
+def _ended(code: int) -> str:
+    """How a process ended, from its return code."""
+    return f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
 
 
 def _signal_name(sig: int) -> str:

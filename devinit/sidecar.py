@@ -26,13 +26,14 @@ How the process starts, per platform (``launch_method``):
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -71,12 +72,12 @@ def launch_method(platform: str | None = None) -> str:
 class Sidecar:
     """``devinit run``'s side of one server process."""
 
-    def __init__(self, pid: int, lifeline: IO[bytes], status: IO[bytes], log_pipe: IO[bytes], waiter: Any) -> None:
+    def __init__(self, pid: int, lifeline: IO[bytes], status: IO[bytes], log_pipe: IO[bytes], waiter: Callable[[], int]) -> None:
         self.pid = pid
         self.lifeline = lifeline
         self.status = status
         self.log = log_pipe
-        self._waiter = waiter  # () -> exit code, blocking
+        self._waiter = waiter  # blocks until the process ends; its exit code
         self._wait_lock = threading.Lock()
         self.returncode: int | None = None
 
@@ -113,8 +114,6 @@ class Sidecar:
         with self._wait_lock:
             if self.returncode is None:
                 self.returncode = self._waiter()
-                for pipe in (self.status, self.log):
-                    _PARENT_ENDS.discard(_fileno(pipe))
         return self.returncode
 
     def kill(self, platform: str | None = None) -> None:
@@ -138,13 +137,40 @@ def start(spec: SidecarSpec, platform: str | None = None) -> Sidecar:
     return sidecar
 
 
-def _fork() -> Sidecar:
-    # Import the server before forking: the child starts serving at once, and every later
-    # fork (one per app) shares this one import.
+#: the module of each store type, imported before forking when an app's components name it
+_STORE_MODULES = {
+    "state.in-memory": "devinit.state.memory",
+    "state.sqlite": "devinit.state.sqlite",
+    "state.redis": "devinit.state.redis",
+    "state.postgresql": "devinit.state.postgres",
+}
+
+
+def preload(store_types: Iterable[str], platform: str | None = None) -> None:
+    """Import the server and the stores of ``store_types`` now, when servers will be forked:
+    the children then start serving at once, and every fork (one per app) shares this import."""
+    if launch_method(platform) != "fork":
+        return  # a spawned server imports for itself
+    import encodings.idna  # noqa: F401  # a server's first listening socket imports it (2-6 ms)
+
     import devinit.server.grpc_api
     import devinit.server.http_api
     import devinit.server.http_wire
     import devinit.server.serve  # noqa: F401
+
+    try:
+        import uvloop  # noqa: F401  # serve() imports it lazily: 8-17 ms in every child otherwise
+    except ImportError:
+        pass
+    for kind in store_types:
+        try:
+            importlib.import_module(_STORE_MODULES[kind])
+        except (KeyError, ImportError):
+            pass  # the server says what is missing (psycopg for PostgreSQL), in its log
+
+
+def _fork() -> Sidecar:
+    import devinit.server.serve  # noqa: F401  # (preload imported it, and the stores, before)
 
     # What is loaded now lives as long as every server: out of the collector's sight, so that
     # a server's gc.collect() before it serves walks its own few objects (11-50 ms otherwise,

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -343,23 +344,58 @@ def test_flags_beside_a_run_file_are_ignored_with_a_line(rh: RunHome, tmp_path: 
     assert "--app-id: ignored with --run-file" in out.stderr and "--dapr-http-port: ignored with --run-file" in out.stderr
 
 
-def test_a_server_that_cannot_start_stops_the_run_with_its_log(rh: RunHome, tmp_path: Path) -> None:
+def test_a_busy_port_in_a_run_file_names_its_field(rh: RunHome, tmp_path: Path) -> None:
     write_component(tmp_path / "res", "statestore", "state.in-memory")
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-    with __import__("socket").socket() as busy:
-        # b's gRPC port is taken after devinit checked it: its server fails, a is stopped
+    with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        port = busy.getsockname()[1]
         write(
             tmp_path / "dapr.yaml",
             "version: 1\ncommon:\n  resourcesPath: ./res\napps:\n"
             + probe_app("a", "a", "--wait")
-            + probe_app("b", "b", extra=f"    daprGRPCPort: {busy.getsockname()[1]}\n"),
+            + probe_app("b", "b", extra=f"    daprGRPCPort: {port}\n"),
         )
         out = rh.cli("run", "-f", str(tmp_path))
     assert out.returncode == 1
-    assert "the gRPC port" in out.stderr and "(daprGRPCPort) is already in use" in out.stderr, out.stderr
+    assert f"Error: the gRPC port {port} for app 'b' (daprGRPCPort) is already in use" in out.stderr, out.stderr
+    assert "waiting" not in out.stdout  # nothing started
+
+
+def test_a_server_that_dies_before_it_listens_stops_the_run_with_its_log(rh: RunHome, tmp_path: Path) -> None:
+    """b's server is held at start-up (its SQLite file is locked by this test) and killed
+    there: the run says so with its log, stops a (already running), and exits 1."""
+    db = tmp_path / "b.db"
+    write_component(tmp_path / "res-a", "statestore", "state.in-memory")
+    write_component(tmp_path / "res-b", "statestore", "state.sqlite", {"connectionString": str(db), "busyTimeout": "60s"})
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    write(
+        tmp_path / "dapr.yaml",
+        "version: 1\napps:\n"
+        + probe_app("a", "a", "--wait", extra="    resourcesPath: ../res-a\n    daprdLogDestination: console\n")
+        + probe_app("b", "b", extra="    resourcesPath: ../res-b\n    daprdLogDestination: console\n"),
+    )
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("CREATE TABLE t (x)")
+    lock.execute("BEGIN EXCLUSIVE")  # b's server waits for it in its start-up (busyTimeout 60s)
+    try:
+        run = rh.start("run", "-f", str(tmp_path))
+        run.wait_for("waiting")  # a runs; b's server (forked with a's) waits for the lock
+        [a] = wait_until(rh.listed, 10, "a to be listed")
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+        [b_server] = [int(c) for c in children if int(c) not in (a["daprdPid"], a["appPid"])]
+        os.kill(b_server, signal.SIGKILL)
+        assert run.wait() == 1, run.both()
+    finally:
+        lock.close()
+    err = run.err()
+    assert "Error: the state server of app 'b' was killed by SIGKILL before it listened" in err
+    assert "before it logged anything. Run again with --log-level debug" in err
+    assert "stopped by SIGTERM" in run.out()  # a was stopped, politely
+    assert not alive(a["daprdPid"]) and not alive(a["appPid"]) and rh.records() == []
 
 
 # --- the quickstart-style apps on the official SDKs ---------------------------------------------
