@@ -559,59 +559,27 @@ def run(
     With -f, run every app of a Multi-App Run template (dapr run -f). Other 'dapr run' flags
     are accepted and ignored. Exit code: the app's (with -f: the first non-zero one).
     """
-    from devinit import paths
-    from devinit.errors import UsageError
+    from devinit import run as runner
     from devinit.printer import Printer
-    from devinit.run import AppSpec, RunOptions, check_app_id
-    from devinit.run import run as run_apps
 
     printer = Printer(sys.stdout, sys.stderr)
-    for note in ctx.meta.get("devinit.ignored", []):
-        printer.note(note)
-    home_dir = paths.home(home)
-    token = os.environ.get("DAPR_API_TOKEN") or None
+    notes: list[str] = list(ctx.meta.get("devinit.ignored", []))
     if run_file is not None:
-        from devinit import runfile
-
         given = [
             p.opts[0]
             for p in ctx.command.params
             if p.name not in ("run_file", "home")
             and ctx.get_parameter_source(p.name or "") == click.core.ParameterSource.COMMANDLINE
         ]
-        for flag in given:
-            printer.note(f"{flag}: ignored with --run-file (set it in the run file)")
-        loaded = runfile.load(run_file, paths.components_dir(home_dir))
-        for note in loaded.notes:
-            printer.note(note)
-        opts = RunOptions(loaded.apps, home_dir, loaded.path, token)
+        notes += [f"{flag}: ignored with --run-file (set it in the run file)" for flag in given]
+        opts = runner.options_from_file(run_file, home, notes)
     else:
-        from devinit.runflags import server_log_level
-
-        try:
-            level = server_log_level(log_level)
-        except ValueError as e:
-            raise UsageError(f"--log-level: {e}") from None
-        folders = [Path(p).expanduser() for v in (*resources_path, *components_path) for p in v.split(",") if p.strip()]
-        if not app_id:
-            app_id = Path.cwd().name or "app"
-            printer.note(f"no --app-id given: using {app_id!r} (the folder's name); keys are stored as '{app_id}||<key>'")
-        check_app_id(app_id, "--app-id")
-        if not command:
-            printer.note("no application command given: the state server alone runs")
-        spec = AppSpec(
-            app_id=app_id,
-            command=list(command),
-            cwd=Path.cwd(),
-            resources=folders or [paths.components_dir(home_dir)],
-            http_port=dapr_http_port if dapr_http_port and dapr_http_port > 0 else None,
-            grpc_port=dapr_grpc_port if dapr_grpc_port and dapr_grpc_port > 0 else None,
-            app_port=app_port if app_port and app_port > 0 else None,
-            log_level=level,
-            shares_terminal=True,
-        )
-        opts = RunOptions([spec], home_dir, None, token)
-    sys.exit(run_apps(opts, printer))
+        folders = [p for value in (*resources_path, *components_path) for p in value.split(",") if p.strip()]
+        flags = runner.Flags(app_id, app_port, dapr_http_port, dapr_grpc_port, folders, log_level)
+        opts = runner.options_from_flags(flags, list(command), home, notes)
+    for note in notes:
+        printer.note(note)
+    sys.exit(runner.run(opts, printer))
 
 
 @cli.command("list")

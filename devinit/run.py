@@ -83,6 +83,68 @@ class RunOptions:
     platform: str | None = None
 
 
+@dataclass
+class Flags:
+    """``devinit run``'s flags for one app, as given (Dapr's -1 for "choose" included)."""
+
+    app_id: str | None = None
+    app_port: int | None = None
+    http_port: int | None = None
+    grpc_port: int | None = None
+    resources: list[str] = field(default_factory=list)  # --resources-path / --components-path
+    log_level: str = "info"
+
+
+def options_from_flags(flags: Flags, command: list[str], home: Path | None, notes: list[str]) -> RunOptions:
+    """One app from ``devinit run`` flags; ``notes`` gets what the user should know (defaults taken)."""
+    from devinit import paths
+    from devinit.runflags import server_log_level
+
+    try:
+        level = server_log_level(flags.log_level)
+    except ValueError as e:
+        raise UsageError(f"--log-level: {e}") from None
+    app_id = flags.app_id
+    if not app_id:
+        app_id = Path.cwd().name or "app"  # as a run file names an app without appID: its folder
+        notes.append(f"no --app-id given: using {app_id!r} (the folder's name); keys are stored as '{app_id}||<key>'")
+    check_app_id(app_id, "--app-id")
+    if not command:
+        notes.append("no application command given: the state server alone runs")
+    home_dir = paths.home(home)
+
+    def port(value: int | None) -> int | None:
+        return value if value and value > 0 else None  # Dapr's -1 (and 0): choose one
+
+    spec = AppSpec(
+        app_id=app_id,
+        command=command,
+        cwd=Path.cwd(),
+        resources=[Path(p).expanduser() for p in flags.resources] or [paths.components_dir(home_dir)],
+        http_port=port(flags.http_port),
+        grpc_port=port(flags.grpc_port),
+        app_port=port(flags.app_port),
+        log_level=level,
+        shares_terminal=True,
+    )
+    return RunOptions([spec], home_dir, None, _token())
+
+
+def options_from_file(run_file: str, home: Path | None, notes: list[str]) -> RunOptions:
+    """The apps of a Multi-App Run template; ``notes`` gets the fields it ignores."""
+    from devinit import paths, runfile
+
+    home_dir = paths.home(home)
+    loaded = runfile.load(run_file, paths.components_dir(home_dir))
+    notes += loaded.notes
+    return RunOptions(loaded.apps, home_dir, loaded.path, _token())
+
+
+def _token() -> str | None:
+    """``DAPR_API_TOKEN``, as a sidecar reads it: the servers require it, the apps get it."""
+    return os.environ.get("DAPR_API_TOKEN") or None
+
+
 def check_app_id(app_id: str, where: str) -> None:
     """UsageError unless ``app_id`` can prefix keys as Dapr does (``<app-id>||<key>``)."""
     if not app_id or "||" in app_id or any(c.isspace() or not c.isprintable() for c in app_id):
