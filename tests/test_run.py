@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from run_support import APPS, PROBE, RunHome, alive, redis_hget, wait_until
+from run_support import APPS, PROBE, RunHome, Running, alive, redis_hget, wait_until
 from support import RedisServer, write_component
 
 
@@ -179,11 +180,17 @@ def _read_pty(fd: int, until_eof: bool = False) -> bytes:
         got += chunk
 
 
-def test_an_app_that_ignores_signals_is_killed_after_the_grace_period(rh: RunHome, tmp_path: Path) -> None:
+def start_stubborn(rh: RunHome, tmp_path: Path) -> tuple[Running, dict[str, Any]]:
+    """A run whose app ignores SIGINT and SIGTERM, and its `devinit list` entry."""
     comps, _ = sqlite_components(tmp_path)
     run = rh.start("run", "-a", "stubborn", "-d", str(comps), "--", sys.executable, str(PROBE), "--ignore-signals")
     run.wait_for("ignoring signals")
     [app] = rh.listed()
+    return run, app
+
+
+def test_an_app_that_ignores_signals_is_killed_after_the_grace_period(rh: RunHome, tmp_path: Path) -> None:
+    run, app = start_stubborn(rh, tmp_path)
     run.signal(signal.SIGTERM)
     run.wait_for("did not stop within 5s: killing it", timeout=30)
     assert run.wait() == 128 + signal.SIGKILL
@@ -191,15 +198,14 @@ def test_an_app_that_ignores_signals_is_killed_after_the_grace_period(rh: RunHom
 
 
 def test_a_second_signal_kills_at_once(rh: RunHome, tmp_path: Path) -> None:
-    comps, _ = sqlite_components(tmp_path)
-    run = rh.start("run", "-a", "stubborn", "-d", str(comps), "--", sys.executable, str(PROBE), "--ignore-signals")
-    run.wait_for("ignoring signals")
+    run, app = start_stubborn(rh, tmp_path)
     run.signal(signal.SIGTERM)
     run.wait_for("stopping the apps")
     run.signal(signal.SIGINT)
     run.wait_for("second stop signal: killing the apps now")
     assert run.wait() == 128 + signal.SIGKILL
     assert "did not stop within" not in run.err()  # it did not wait for the grace period
+    assert not alive(app["appPid"]) and not alive(app["daprdPid"])
 
 
 def test_sigkill_of_devinit_run_leaves_no_server_and_no_app(rh: RunHome, tmp_path: Path) -> None:
@@ -396,8 +402,6 @@ def test_the_spawned_server_path_runs_a_whole_app(rh: RunHome, tmp_path: Path) -
     )
     assert out.returncode == 4, out.stderr
     assert sqlite_value(db, "spawned||k") == b'"1"'
-    from run_support import Running
-
     run = Running(
         [sys.executable, str(script), "run", "-a", "spawned", "-d", str(comps), "--", sys.executable, str(PROBE), "--wait"],
         rh.env,
