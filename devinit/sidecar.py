@@ -26,7 +26,6 @@ How the process starts, per platform (``launch_method``):
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import logging
 import os
@@ -137,15 +136,6 @@ def start(spec: SidecarSpec, platform: str | None = None) -> Sidecar:
     return sidecar
 
 
-#: the module of each store type, imported before forking when an app's components name it
-_STORE_MODULES = {
-    "state.in-memory": "devinit.state.memory",
-    "state.sqlite": "devinit.state.sqlite",
-    "state.redis": "devinit.state.redis",
-    "state.postgresql": "devinit.state.postgres",
-}
-
-
 def preload(store_types: Iterable[str], platform: str | None = None) -> None:
     """Import the server and the stores of ``store_types`` now, when servers will be forked:
     the children then start serving at once, and every fork (one per app) shares this import."""
@@ -162,9 +152,11 @@ def preload(store_types: Iterable[str], platform: str | None = None) -> None:
         import uvloop  # noqa: F401  # serve() imports it lazily: 8-17 ms in every child otherwise
     except ImportError:
         pass
+    from devinit.state import store_class
+
     for kind in store_types:
         try:
-            importlib.import_module(_STORE_MODULES[kind])
+            store_class(kind)  # imports its module
         except (KeyError, ImportError):
             pass  # the server says what is missing (psycopg for PostgreSQL), in its log
 
