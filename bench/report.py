@@ -196,7 +196,8 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"devinit run: the app starts after {run['run_ms']:.0f} ms (alone {run['alone_ms']:.0f} ms: "
                 f"+{run['overhead_ms']:.0f} ms); {run['multi_apps']} apps of a run file after {run['run_f_last_app_ms']:.0f} ms "
-                f"(+{run['run_f_overhead_ms']:.0f} ms, {run['run_f_over_single']:.2f}x one app's)"
+                f"(alone, at once: {run['alone_together_ms']:.0f} ms: +{run['run_f_overhead_ms']:.0f} ms, "
+                f"{run['run_f_over_single']:.2f}x one app's)"
             )
     st = result.get("state_tools") or {}
     lines += state_tools.lines(st) if "stores" in st else [f"\nstate tools: skipped: {st.get('skipped', 'not measured')}"]

@@ -122,7 +122,7 @@ def test_bench_run_startup_shape():
     json.dumps(r)
     assert {"alone_ms", "run_ms", "overhead_ms", "run_f_last_app_ms", "run_f_overhead_ms", "run_f_over_single"} <= set(r)
     assert r["alone_ms"] > 0 and r["run_ms"] > 0 and r["run_f_last_app_ms"] > 0 and r["multi_apps"] == MULTI
-    assert [len(v) for v in r["runs_ms"].values()] == [1, 1, 1]
+    assert [len(v) for v in r["runs_ms"].values()] == [1, 1, 1, 1] and r["alone_together_ms"] > 0
     result = {"cli": {"runs": 1, "python -c pass": {"median_ms": 1.0}, "run": r}}
     published = {"http": {"p50_ms": 0.73, "p99_ms": 1.97}, "grpc": {"p50_ms": 0.57, "p99_ms": 1.65}}
     targets = {t["target"]: t for t in report.targets({"meta": {"rate": 1000}, "dapr_published": published, **result})}
