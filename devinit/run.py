@@ -24,7 +24,6 @@ file's ``daprdLogDestination``, default ``file``).
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import signal
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from devinit import process
+from devinit import ports, process
 from devinit.errors import DevinitError, UsageError
 from devinit.printer import Printer, plain
 
@@ -273,13 +272,14 @@ def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
                     f"port {port} is asked for twice ({taken[port]} and {what} of app {app.spec.app_id!r}). Give each its own"
                 )
             taken[port] = f"{what} of app {app.spec.app_id!r}"
-            refused = _bind_error(port)
-            if refused is not None:
-                why = "is already in use" if refused.errno == errno.EADDRINUSE else f"cannot be used ({refused.strerror})"
+            state = ports.probe(port)
+            if state is ports.PortState.IN_USE:
                 raise UsageError(
-                    f"the {what} port {port} for app {app.spec.app_id!r} ({flag}) {why} on {HOST}. "
+                    f"the {what} port {port} for app {app.spec.app_id!r} ({flag}) is already in use on {HOST}. "
                     f"Stop what uses it, pass another port, or leave {flag} out for a free one"
                 )
+            if state is ports.PortState.RESERVED:
+                raise UsageError(f"the {what} port {port} for app {app.spec.app_id!r}: {ports.refusal(port, flag)}")
     held: list[socket.socket] = []  # held open until all are chosen, so that no two are the same
     try:
         for app in apps:
@@ -288,16 +288,6 @@ def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
     finally:
         for s in held:
             s.close()
-
-
-def _bind_error(port: int) -> OSError | None:
-    """Why a server could not listen on ``port`` (None: it can)."""
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-        except OSError as e:
-            return e
-    return None
 
 
 def _free_port(held: list[socket.socket], taken: dict[int, str]) -> int:
@@ -671,9 +661,7 @@ class _Supervisor:
 
         self.record_stale = False
         if self.record is None:
-            self.record = runs.RunRecord(
-                os.getpid(), runs.own_argv(), time.time(), str(self.opts.run_file) if self.opts.run_file else None
-            )
+            self.record = runs.this_run(str(self.opts.run_file) if self.opts.run_file else None)
         now = time.time()
         old = {a.app_id: a for a in self.record.apps}
         self.record.apps = [

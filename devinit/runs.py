@@ -2,11 +2,12 @@
 stop`` and ``devinit status`` read.
 
 Each ``devinit run`` keeps one JSON file, ``paths.state_dir()/runs/run-<pid>.json``: its own
-pid and command line, the run file, and per app the app id, the pids of the app and of its
+pid and start time, the run file, and per app the app id, the pids of the app and of its
 server, the ports, the command and the log files. It rewrites the file as apps start and end,
 and removes it when it ends. A run killed outright (SIGKILL) cannot remove its file: whoever
-reads the records checks that the run's process is alive and is still ``devinit run`` (the
-command line, where the OS shows it), removes the file otherwise, and never shows it.
+reads the records checks that the run's process is alive and is still that process (its start
+time, as the OS reports it: a reused pid has another), removes the file otherwise, and never
+shows it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from devinit import paths
 from devinit.atomic import write_atomic
-from devinit.daemon import pid_alive
+from devinit.daemon import pid_alive, process_start_time
 from devinit.errors import DevinitError
 
 
@@ -50,7 +51,7 @@ class RunRecord:
     """One ``devinit run`` process and the apps it runs."""
 
     pid: int
-    argv: list[str]
+    process_start: str | None  # daemon.process_start_time: tells a reused pid apart
     started_at: float
     run_file: str | None = None
     apps: list[AppRecord] = field(default_factory=list)
@@ -78,25 +79,17 @@ def record_file(pid: int) -> Path:
     return runs_dir() / f"run-{pid}.json"
 
 
-def own_argv() -> list[str]:
-    """This process's command line as the OS shows it (what ``is_alive`` compares later)."""
-    return _cmdline(os.getpid()) or list(sys.orig_argv)
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None  # no /proc (macOS, Windows)
-    return [a for a in raw.decode("utf-8", "replace").split("\0") if a]
+def this_run(run_file: str | None) -> RunRecord:
+    """A record for this process (no apps yet)."""
+    return RunRecord(os.getpid(), process_start_time(os.getpid()), time.time(), run_file)
 
 
 def is_alive(record: RunRecord) -> bool:
     """True when the recorded ``devinit run`` still runs (not a dead one whose pid was reused)."""
     if not pid_alive(record.pid):
         return False
-    argv = _cmdline(record.pid)
-    return argv is None or argv == record.argv
+    now = process_start_time(record.pid)
+    return record.process_start is None or now is None or now == record.process_start
 
 
 def _read(path: Path) -> RunRecord | None:

@@ -19,8 +19,9 @@ How the process starts, per platform (``launch_method``):
   apps import once, not N times. Each child gets its own session (the terminal's Ctrl-C goes to
   ``devinit run`` and the app, which stop first), and closes every other lifeline's write end
   so that only ``devinit run`` holds each one open.
-- Windows (and anywhere without fork): ``python -m devinit.sidecar``, detached from the
-  console in a new process group, the same three pipes.
+- Windows (and anywhere without fork): ``python -m devinit.sidecar`` started as the background
+  server is (``daemon.server_interpreter``: the real interpreter, no console window, a process
+  group of its own), the same three pipes.
 """
 
 from __future__ import annotations
@@ -205,24 +206,28 @@ def _fork() -> Sidecar:
     return Sidecar(pid, os.fdopen(lifeline_w, "wb"), os.fdopen(status_r, "rb"), os.fdopen(log_r, "rb"), wait)
 
 
-def spawn_argv() -> list[str]:
+def spawn_argv(python: str) -> list[str]:
     """The spawned server's command line (-P: the app's folder, its cwd, must not shadow a
     module the server imports)."""
-    return [sys.executable, "-P", "-m", "devinit.sidecar"]
+    return [python, "-P", "-m", "devinit.sidecar"]
 
 
 def _spawn(spec: SidecarSpec, platform: str | None) -> Sidecar:
     import subprocess
 
-    from devinit.daemon import popen_kwargs
+    from devinit.daemon import child_env, popen_kwargs, server_interpreter
 
+    # As the background server: the real interpreter rather than a venv's redirector on
+    # Windows (the pid must be the server's), its log in UTF-8.
+    python = server_interpreter(platform)
     proc = subprocess.Popen(
-        spawn_argv(),
+        spawn_argv(python.executable),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=spec.cwd,
-        **popen_kwargs(platform),  # detached, its own group: no console Ctrl-C
+        env=child_env(python),
+        **popen_kwargs(platform),  # Windows: no console window, its own group (no Ctrl-C)
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     return Sidecar(proc.pid, proc.stdin, proc.stdout, proc.stderr, proc.wait)

@@ -146,7 +146,7 @@ def test_how_apps_are_started_per_platform() -> None:
     assert process.terminal_sent_it(signal.SIGTERM, False, "linux") is False
     assert process.exit_code(-9) == 137 and process.exit_code(3) == 3
     assert sidecar.launch_method("win32") == "spawn"
-    assert sidecar.spawn_argv() == [sys.executable, "-P", "-m", "devinit.sidecar"]
+    assert sidecar.spawn_argv("python3") == ["python3", "-P", "-m", "devinit.sidecar"]
     # the spawned server: no console window, its own group (the terminal's Ctrl-C is not for it)
     assert daemon.popen_kwargs("win32") == {"creationflags": daemon.CREATE_NO_WINDOW | daemon.CREATE_NEW_PROCESS_GROUP}
 
