@@ -144,6 +144,7 @@ def preload(store_types: Iterable[str], platform: str | None = None) -> None:
         return  # a spawned server imports for itself
     import encodings.idna  # noqa: F401  # a server's first listening socket imports it (2-6 ms)
 
+    import devinit.server.browser
     import devinit.server.grpc_api
     import devinit.server.http_api
     import devinit.server.http_wire
