@@ -201,6 +201,41 @@ def test_a_privileged_port_is_refused_not_in_use_for_a_normal_user() -> None:
     assert answer == ports.PortState.RESERVED.value
 
 
+def test_grpc_server_on_a_refused_port_says_refused_not_in_use() -> None:
+    """`devinit serve` itself (not only init's probe) tells a port the OS refuses from one in use:
+    the gRPC front end binding port 80 without privileges (forked, then setuid nobody)."""
+    need(os.geteuid() == 0, "needs root to drop to another user")
+    import asyncio
+
+    from devinit.errors import GrpcBindError
+    from devinit.server.grpc_api import start_grpc_server
+    from devinit.server.runtime import Runtime
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody, try to serve gRPC on port 80, report the error
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+
+            async def attempt() -> str:
+                try:
+                    server = await start_grpc_server(Runtime({}, {}), "127.0.0.1", 80)
+                except GrpcBindError as e:
+                    return str(e)
+                await server.stop(grace=0)
+                return "listening"
+
+            os.write(write, asyncio.run(attempt()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    message = os.read(read, 4000).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert "refuses port 80" in message and "in use" not in message, message
+
+
 # --- secret files on Windows; a file held open ----------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from google.protobuf import any_pb2, empty_pb2, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from devinit import ports
 from devinit.errors import ApiError, GrpcBindError, malformed
 from devinit.proto import api_v1, common_v1, dapr_pb2
 from devinit.server import grpc_wire
@@ -276,6 +277,10 @@ async def start_grpc_server(runtime: Runtime, host: str, port: int) -> grpc_wire
     try:
         await server.start()
     except OSError as e:
+        if ports.classify(e) is ports.PortState.RESERVED:  # WinError 10013 / EACCES: not "in use"
+            raise GrpcBindError(
+                f"the gRPC server could not listen on {host}:{port}: {ports.refusal(port, '--grpc-port')}"
+            ) from None
         raise GrpcBindError(
             f"the gRPC server could not listen on {host}:{port} (is port {port} in use? try --grpc-port): {e.strerror or e}"
         ) from None
