@@ -310,24 +310,31 @@ def _healthy(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def app_env(
-    app_id: str, http_port: int, grpc_port: int, app_port: int | None, token: str | None, extra: dict[str, str]
+def sidecar_vars(
+    app_id: str | None, http_port: int, grpc_port: int, app_port: int | None = None, token: str | None = None
 ) -> dict[str, str]:
-    """The app's environment: ours, the variables a Dapr sidecar's app gets, then its own."""
-    env = dict(os.environ)
-    env.update(
-        APP_ID=app_id,
-        DAPR_HTTP_PORT=str(http_port),
-        DAPR_GRPC_PORT=str(grpc_port),
-        DAPR_HTTP_ENDPOINT=f"http://{HOST}:{http_port}",
-        DAPR_GRPC_ENDPOINT=f"{HOST}:{grpc_port}",
-    )
+    """The variables a Dapr sidecar's app gets, for a server on these ports (``devinit run``'s
+    apps and ``devinit.testing``'s ``env()`` get the same); no ``APP_ID`` without an app id."""
+    env = {
+        "DAPR_HTTP_PORT": str(http_port),
+        "DAPR_GRPC_PORT": str(grpc_port),
+        "DAPR_HTTP_ENDPOINT": f"http://{HOST}:{http_port}",
+        "DAPR_GRPC_ENDPOINT": f"{HOST}:{grpc_port}",
+    }
+    if app_id:
+        env["APP_ID"] = app_id
     if app_port:
         env["APP_PORT"] = str(app_port)
     if token:
         env["DAPR_API_TOKEN"] = token
-    env.update(extra)
     return env
+
+
+def app_env(
+    app_id: str, http_port: int, grpc_port: int, app_port: int | None, token: str | None, extra: dict[str, str]
+) -> dict[str, str]:
+    """The app's environment: ours, the variables a Dapr sidecar's app gets, then its own."""
+    return {**os.environ, **sidecar_vars(app_id, http_port, grpc_port, app_port, token), **extra}
 
 
 # --- the supervisor -----------------------------------------------------------------------------
@@ -451,7 +458,10 @@ class _Supervisor:
                 return
             time.sleep(0.02)
         spec = app.spec
-        where = f"HTTP {HOST}:{app.http_port}, gRPC {HOST}:{app.grpc_port}; stores: {app.stores}"
+        where = (
+            f"HTTP {HOST}:{app.http_port}, gRPC {HOST}:{app.grpc_port}; stores: {app.stores}; "
+            f"inspector http://{HOST}:{app.http_port}/ui/"
+        )
         if not spec.command:
             self.printer.note(f"app {spec.app_id!r}: no command given; the state server alone runs ({where}). Ctrl-C stops it")
             self.record_stale = True
@@ -588,7 +598,7 @@ class _Supervisor:
 
         def status() -> None:
             for line in _lines(sc.status):
-                if line == "ready":
+                if line.startswith("ready"):  # "ready <http-port> <grpc-port>": the ports devinit run chose
                     self.events.put(("ready", app))
                     return
 

@@ -3,8 +3,9 @@
 ``devinit run`` starts one server per app: the server ``devinit serve`` runs
 (``server.serve.serve``), on the app's ports, with its app id and components. Three pipes join
 them: the server's stdin is the lifeline (the settings as one JSON line, then ``app <pid>
-<own-group>`` once the app runs, ``stop`` when the app is done), its stdout says ``ready``
-once both front ends listen, and its stderr is its log, which ``devinit run`` shows or writes
+<own-group>`` once the app runs, ``stop`` when the app is done), its stdout says ``ready
+<http-port> <grpc-port>`` once both front ends listen (a port asked for as 0 is the one the OS
+chose: no race between choosing a free port and binding it), and its stderr is its log, which ``devinit run`` shows or writes
 to a file. Secrets (the API token, the Redis password) travel in the JSON line: never on a
 command line or in the environment.
 
@@ -22,6 +23,9 @@ How the process starts, per platform (``launch_method``):
 - Windows (and anywhere without fork): ``python -m devinit.sidecar`` started as the background
   server is (``daemon.server_interpreter``: the real interpreter, no console window, a process
   group of its own), the same three pipes.
+
+``devinit.testing`` starts its servers here too, always spawned: a test process may run threads
+and holds the user's open files and sockets, which a forked server would keep.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ _PARENT_ENDS: set[int] = set()
 class SidecarSpec:
     """What one app's server is to do (sent as JSON on the lifeline)."""
 
-    app_id: str
+    app_id: str  # "": none (keys are stored as given)
     resources: list[str]
-    http_port: int
+    http_port: int  # 0: a free port, chosen as it binds (the status line says which)
     grpc_port: int
     cwd: str  # the server runs where the app runs: relative paths in components mean the same
     log_level: str = "info"
@@ -130,9 +134,11 @@ def _fileno(f: IO[bytes]) -> int:
         return -1
 
 
-def start(spec: SidecarSpec, platform: str | None = None) -> Sidecar:
-    """Start the server for one app (``launch_method`` decides how) and send it its settings."""
-    sidecar = _fork() if launch_method(platform) == "fork" else _spawn(spec, platform)
+def start(spec: SidecarSpec, platform: str | None = None, spawn: bool = False, env: dict[str, str] | None = None) -> Sidecar:
+    """Start the server for one app (``launch_method`` decides how, unless ``spawn`` asks for a
+    new interpreter) and send it its settings. ``env``: a spawned server's environment (ours
+    by default)."""
+    sidecar = _fork() if not spawn and launch_method(platform) == "fork" else _spawn(spec, platform, env)
     sidecar.tell(json.dumps(asdict(spec)))  # if it died at once, its log and exit code say why
     return sidecar
 
@@ -213,7 +219,7 @@ def spawn_argv(python: str) -> list[str]:
     return [python, "-P", "-m", "devinit.sidecar"]
 
 
-def _spawn(spec: SidecarSpec, platform: str | None) -> Sidecar:
+def _spawn(spec: SidecarSpec, platform: str | None, env: dict[str, str] | None = None) -> Sidecar:
     import subprocess
 
     from devinit.daemon import child_env, popen_kwargs, server_interpreter
@@ -227,7 +233,7 @@ def _spawn(spec: SidecarSpec, platform: str | None) -> Sidecar:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=spec.cwd,
-        env=child_env(python),
+        env=child_env(python, env),
         **popen_kwargs(platform),  # Windows: no console window, its own group (no Ctrl-C)
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -266,9 +272,9 @@ def child_main(parent_pid: int) -> int:
     )
     watch = Lifeline(lifeline, parent_pid, spec.grace)
 
-    def on_ready(stop: Callable[[str], None]) -> None:
+    def on_ready(stop: Callable[[str], None], http_port: int, grpc_port: int) -> None:
         try:
-            status.write(b"ready\n")
+            status.write(f"ready {http_port} {grpc_port}\n".encode())
         except OSError:
             pass  # devinit run is gone: the lifeline says so too
         watch.start(stop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from run_support import APPS, PROBE, RunHome, Running, alive, redis_hget, wait_until
@@ -60,6 +62,7 @@ def test_app_gets_the_sidecar_environment_and_its_exit_code_is_the_runs(rh: RunH
     assert r["DAPR_HTTP_ENDPOINT"] == f"http://127.0.0.1:{http}" and r["DAPR_GRPC_ENDPOINT"] == f"127.0.0.1:{grpc}"
     assert r["DAPR_API_TOKEN"] is None
     assert r["cwd"] == str(rh.root)  # the app runs where devinit run was started
+    assert f"inspector http://127.0.0.1:{http}/ui/" in out.stderr  # as devinit init shows it
     # written as a Dapr sidecar with app id "orders" writes it: <app-id>||<key>
     assert sqlite_value(db, "orders||k") == b'"v"' and sqlite_value(db, "k") is None
     assert "app 'orders' exited with code 3" in out.stderr
@@ -324,6 +327,11 @@ def test_the_server_alone_list_and_stop(rh: RunHome, tmp_path: Path) -> None:
     run.wait_for("the state server alone runs")
     [app] = wait_until(rh.listed, 10, "the run to be listed")
     assert app["appId"] == "lonely" and app["appPid"] == 0 and app["cliPid"] == run.pid and alive(app["daprdPid"])
+    # the inspector's URL is shown, and the page is there
+    [url] = re.findall(r"inspector (http://\S+/ui/)", run.err())
+    assert url == f"http://127.0.0.1:{app['httpPort']}/ui/"
+    page = httpx.get(url, timeout=10, trust_env=False)
+    assert page.status_code == 200 and "<html" in page.text.lower()
     out = rh.cli("stop", "--app-id", "lonely")
     assert out.returncode == 0 and "stopped: lonely" in out.stdout, out.stderr
     assert run.wait() == 0

@@ -283,15 +283,7 @@ def test_a_spawned_server_serves_and_stops_its_app_when_its_lifeline_closes(tmp_
     spec = sidecar.SidecarSpec(
         app_id="w", resources=[str(comps)], http_port=free_port(), grpc_port=free_port(), cwd=str(tmp_path), grace=2.0
     )
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = devinit_env()["PYTHONPATH"]
-    try:
-        server = sidecar._spawn(spec, "linux")
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = old
+    server = sidecar._spawn(spec, "linux", devinit_env())
     app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], process_group=0)
     threading.Thread(target=app.wait, daemon=True).start()
     try:
@@ -299,7 +291,7 @@ def test_a_spawned_server_serves_and_stops_its_app_when_its_lifeline_closes(tmp_
         from dataclasses import asdict
 
         server.tell(json.dumps(asdict(spec)))
-        assert server.status.readline() == b"ready\n"
+        assert server.status.readline() == f"ready {spec.http_port} {spec.grpc_port}\n".encode()
         from devinit.run import _healthy
 
         assert _healthy(spec.http_port)

@@ -384,8 +384,10 @@ class GrpcServer:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind and listen; raises OSError (e.g. the port is in use)."""
+        """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a
+        free one, and ``port`` becomes it (the first socket's, should the host name several)."""
         self._server = await self.loop.create_server(lambda: _Protocol(self), self.host, self.port, backlog=2048)
+        self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:

@@ -448,8 +448,10 @@ class H1Server:
         return self.error_response(500, "internal error in devinit; the server log has the details")
 
     async def start(self) -> None:
-        """Bind and listen; raises OSError (e.g. the port is in use)."""
+        """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a
+        free one, and ``port`` becomes it (the first socket's, should the host name several)."""
         self._server = await self.loop.create_server(lambda: _Protocol(self), self.host, self.port, backlog=self.backlog)
+        self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.create_task(self._sweep_idle())
 
     async def _sweep_idle(self) -> None:

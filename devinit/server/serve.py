@@ -52,7 +52,8 @@ class ServeOptions:
 
 
 #: called once both front ends listen, with the function that stops the server (given why)
-OnReady = Callable[[Callable[[str], None]], None]
+#: and the HTTP and gRPC ports as bound (a port asked for as 0 is the one the OS chose)
+OnReady = Callable[[Callable[[str], None], int, int], None]
 
 
 async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> int:
@@ -93,7 +94,7 @@ async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> in
         except GrpcBindError as e:
             log.error("%s", e)
             return 1
-        log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, opts.grpc_port)
+        log.info("gRPC API on %s:%d (dapr.proto.runtime.v1.Dapr)", opts.host, grpc_server.port)
         app = HttpApp(runtime)
         browsers = BrowserPolicy(opts.host, opts.allowed_origins, error_response)
         # The inspector's live feed sees calls of both front ends (a flag check while unwatched).
@@ -120,8 +121,8 @@ async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> in
                 e.strerror or e,
             )
             return 1
-        log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, opts.http_port)
-        log.info("inspector on http://%s:%d/ui/", opts.host, opts.http_port)
+        log.info("HTTP API on http://%s:%d/v1.0/state/<store>", opts.host, server.port)
+        log.info("inspector on http://%s:%d/ui/", opts.host, server.port)
         if opts.pid_file is not None:
             _write_pid_file(opts.pid_file)
         # Everything loaded so far lives as long as the server: keep it out of the collector's
@@ -142,7 +143,7 @@ async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> in
         app.on_shutdown = lambda: stop("POST /v1.0/shutdown")
         with _stop_on_signals(stop):
             if on_ready is not None:
-                on_ready(stop)
+                on_ready(stop, server.port, grpc_server.port)
             await server.serve()
         return 0
     finally:
