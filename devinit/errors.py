@@ -13,6 +13,7 @@ DevinitError                 base: something the user can act on; the message sa
 ├── DaemonError              the background server could not be started, found or stopped
 ├── FileWriteError           a file devinit owns could not be replaced (another program holds it)
 ├── GrpcBindError            the gRPC server could not listen on its address (port in use)
+├── StateServerError         a test's state server (devinit.testing) could not start, reset or stop
 ├── StoreError               a store failed or is unreachable (raised by stores, never HTTP-aware)
 │   ├── EtagMismatch         a conditional write or delete found another etag (or no item)
 │   └── StoreRefused         the store cannot do the request as given (the caller must change it)
@@ -78,6 +79,11 @@ class FileWriteError(DevinitError):
 
 class GrpcBindError(DevinitError):
     """The gRPC server could not listen on the address asked for (port in use, bad host)."""
+
+
+class StateServerError(DevinitError):
+    """A test's state server (``devinit.testing.StateServer``) could not start, be emptied or
+    stop; the message says what, with the server's last log lines where they help."""
 
 
 class StoreError(DevinitError):
