@@ -1,5 +1,6 @@
-"""CLI start-up: wall time of `devinit --help`, `devinit status` and `devinit init`, and how
-much later an app starts under `devinit run` than alone (bench/run_startup.py).
+"""CLI start-up: wall time of `devinit --help`, `devinit status` and `devinit init`, how
+much later an app starts under `devinit run` than alone (bench/run_startup.py), and the test
+fixture's server start (bench/fixture_startup.py).
 
 Each runs this checkout (`python -m devinit` with the checkout first on PYTHONPATH), several
 times; the median is reported beside `python -c pass`, the interpreter's own floor. A command
@@ -70,6 +71,9 @@ def measure(runs: int = 5, with_init: bool = True) -> dict[str, Any]:
             result["run"] = run_startup.measure(env, runs)
         else:
             result["run"] = {"skipped": "this devinit has no 'run' command yet"}
+        from bench import fixture_startup
+
+        result["fixture"] = fixture_startup.measure(env, runs)
         if "init" not in have:
             result["init"] = {"skipped": "this devinit has no 'init' command yet"}
         elif not with_init:

@@ -150,6 +150,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         why = _get(cli, key, "skipped") or cli.get("skipped")
         if why:
             t["why"] = why
+    add("devinit.testing: a state server starts in", _get(cli, "fixture", "start_ms"), 300, False, " ms")
+    why = _get(cli, "fixture", "skipped") or cli.get("skipped")
+    if why:
+        out[-1]["why"] = why
     st = result.get("state_tools") or {}
     if "stores" in st:
         out += state_tools.targets(st)
@@ -198,6 +202,14 @@ def table(result: dict[str, Any]) -> str:
                 f"+{run['overhead_ms']:.0f} ms); {run['multi_apps']} apps of a run file after {run['run_f_last_app_ms']:.0f} ms "
                 f"(alone, at once: {run['alone_together_ms']:.0f} ms: +{run['run_f_overhead_ms']:.0f} ms, "
                 f"{run['run_f_over_single']:.2f}x one app's)"
+            )
+        fx = cli.get("fixture") or {}
+        if "skipped" not in fx:
+            lines.append(
+                f"test fixture: StateServer().start() {fx['start_ms']:.0f} ms (devinit serve until healthy "
+                f"{fx['serve_ms']:.0f} ms, python -c pass {fx['python_pass_ms']:.0f} ms), stop {fx['stop_ms']:.0f} ms; "
+                f"reset {fx['reset_5_keys_us']:.0f} us with 5 keys, {fx['reset_empty_us']:.0f} us empty; "
+                f"import devinit_pytest {fx['plugin_import_us']:.0f} us"
             )
     st = result.get("state_tools") or {}
     lines += state_tools.lines(st) if "stores" in st else [f"\nstate tools: skipped: {st.get('skipped', 'not measured')}"]

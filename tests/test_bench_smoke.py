@@ -128,3 +128,19 @@ def test_bench_run_startup_shape():
     targets = {t["target"]: t for t in report.targets({"meta": {"rate": 1000}, "dapr_published": published, **result})}
     assert targets["devinit run: app starts later than alone by"]["value"] == r["overhead_ms"]
     assert targets[f"devinit run -f, {MULTI} apps: start-up / one app's"]["value"] == r["run_f_over_single"]
+
+
+def test_bench_fixture_startup_shape():
+    """The test fixture's start beside python -c pass and devinit serve (bench/fixture_startup.py): runs end to end."""
+    from bench.fixture_startup import measure
+    from bench.procs import devinit_env
+
+    r = measure(devinit_env(), runs=1)
+    json.dumps(r)
+    for name in ("python_pass_ms", "serve_ms", "start_ms", "stop_ms", "reset_5_keys_us", "reset_empty_us", "plugin_import_us"):
+        assert r[name] > 0, name
+    assert [len(v) for v in r["runs_ms"].values()] == [1, 1, 1, 1] and r["target_ms"] == 300
+    result = {"cli": {"runs": 1, "python -c pass": {"median_ms": 1.0}, "fixture": r}}
+    published = {"http": {"p50_ms": 0.73, "p99_ms": 1.97}, "grpc": {"p50_ms": 0.57, "p99_ms": 1.65}}
+    targets = {t["target"]: t for t in report.targets({"meta": {"rate": 1000}, "dapr_published": published, **result})}
+    assert targets["devinit.testing: a state server starts in"]["value"] == r["start_ms"]
