@@ -28,21 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import free_port
+from bench.procs import component_yaml, free_port
 
-COMPONENT = """apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: statestore
-spec:
-  type: state.in-memory
-  version: v1
-"""
 RESETS = 200
 KEYS = 5
 
 
 def _healthy(port: int) -> bool:
+    """One raw GET /v1.0/healthz (procs.wait_http polls every 50 ms: too coarse to time a start)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
             s.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -131,7 +124,7 @@ def measure(env: dict[str, str], runs: int = 7) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="devinit-bench-fixture-") as tmp:
         components = Path(tmp) / "components"
         components.mkdir()
-        (components / "statestore.yaml").write_text(COMPONENT)
+        (components / "statestore.yaml").write_text(component_yaml("statestore", "state.in-memory", {}))
         _python_pass(env), _serve(env, components), _fixture()  # warm the page cache and .pyc files
         rows: dict[str, list[float]] = {
             "python -c pass": [],

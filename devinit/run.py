@@ -597,7 +597,7 @@ class _Supervisor:
         sc = app.server
 
         def status() -> None:
-            for line in _lines(sc.status):
+            for line in pipe_lines(sc.status):
                 if line.startswith("ready"):  # "ready <http-port> <grpc-port>": the ports devinit run chose
                     self.events.put(("ready", app))
                     return
@@ -616,7 +616,7 @@ class _Supervisor:
     def _relay_server(self, app: _App) -> None:
         console = app.spec.server_log != "file"
         logfile = app.logs.get("daprd")
-        for line in _lines(app.server.log):
+        for line in pipe_lines(app.server.log):
             app.log_tail.append(line)
             if console:
                 self.printer.line(app.spec.app_id, line, kind="devinit", err=True)
@@ -626,7 +626,7 @@ class _Supervisor:
     def _relay_app(self, app: _App, stream: IO[bytes], err: bool) -> None:
         console = app.spec.app_log != "file"
         logfile = app.logs.get("app")
-        for line in _lines(stream):
+        for line in pipe_lines(stream):
             if console:
                 kept = self.printer.line(app.spec.app_id, line, err=err)
             else:
@@ -719,7 +719,7 @@ class _Supervisor:
             self.record.remove()
 
 
-def _lines(stream: IO[bytes]) -> Iterable[str]:
+def pipe_lines(stream: IO[bytes]) -> Iterable[str]:
     """Lines of a pipe, decoded, without their end; a line longer than 64 KiB comes in parts."""
     while True:
         try:

@@ -41,7 +41,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from devinit.errors import StateServerError
@@ -253,13 +253,14 @@ class StateServer:
                     "files. Give one of those (--devinit-store for the pytest fixtures)"
                 )
             return folder
+        redis = redis_metadata(str(store)) if store not in STORE_KINDS else {}  # a bad URL: before any folder is made
         self._tmp = self._tmp_given or Path(tempfile.mkdtemp(prefix="devinit-test-"))
         if store == "in-memory":
             component = _component("state.in-memory", {})
         elif store == "sqlite":
             component = _component("state.sqlite", {"connectionString": str(self._tmp / "state.db")})
         else:
-            component = _component("state.redis", redis_metadata(str(store)))
+            component = _component("state.redis", redis)
         from devinit.atomic import write_atomic
 
         folder = self._tmp / "components"
@@ -281,7 +282,10 @@ class StateServer:
                 status.append(b"")
             ready.set()
 
-        for target, args in ((read_status, ()), (_drain, (sc.log, self._log))):
+        from devinit.run import pipe_lines
+
+        # the log read to its end (a full pipe would stop the server), its last lines kept
+        for target, args in ((read_status, ()), (self._log.extend, (pipe_lines(sc.log),))):
             t = threading.Thread(target=target, args=args, name="devinit-test-server", daemon=True)
             t.start()
             self._threads.append(t)
@@ -437,18 +441,6 @@ def _server_env() -> dict[str, str]:
     if here not in installed:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def _drain(pipe: IO[bytes], lines: deque[str]) -> None:
-    """Read the server's log to its end (a full pipe would stop the server), keeping the last lines."""
-    while True:
-        try:
-            raw = pipe.readline(65536)
-        except (OSError, ValueError):
-            return
-        if not raw:
-            return
-        lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def _wait(sc: Sidecar, timeout: float) -> bool:

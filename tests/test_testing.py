@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -41,6 +42,11 @@ def server_children() -> set[int]:
     return found
 
 
+def temp_folders() -> set[Path]:
+    """The folders StateServer made for itself (none given)."""
+    return set(Path(tempfile.gettempdir()).glob("devinit-test-*"))
+
+
 @pytest.fixture
 def no_server_left() -> Iterator[None]:
     """Whatever the test does, no state server of it outlives it."""
@@ -69,7 +75,9 @@ def keys(server: StateServer, token: str | None = None) -> list[str]:
 
 
 def test_in_memory_server_serves_both_apis_and_says_where(no_server_left: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    folders = temp_folders()
     with StateServer(app_id="orders") as server:
+        assert len(temp_folders() - folders) == 1  # its component file
         assert server.http_port != server.grpc_port and server.running
         assert server.stores == ["statestore"]
         # the same variables devinit run gives an app
@@ -90,7 +98,7 @@ def test_in_memory_server_serves_both_apis_and_says_where(no_server_left: None, 
         assert page.status_code == 200 and "<html" in page.text.lower()
         pid = server.pid
         assert pid in server_children()
-    assert not server.running and not alive(pid)
+    assert not server.running and not alive(pid) and temp_folders() <= folders  # its folder removed
     with pytest.raises(StateServerError, match="not running"):
         server.http_port  # noqa: B018
 
@@ -203,11 +211,11 @@ def test_a_component_folder_of_its_own_is_served(no_server_left: None, tmp_path:
     ],
 )
 def test_a_bad_store_argument_is_refused_before_anything_starts(store: str, says: str) -> None:
-    before = server_children()
+    before, folders = server_children(), temp_folders()
     with pytest.raises(StateServerError, match=says) as err:
         StateServer(store).start()
     assert all(part not in str(err.value) for part in ("s3cret", "w@rd", "w%40rd")), str(err.value)
-    assert server_children() == before
+    assert server_children() == before and temp_folders() == folders
 
 
 def test_redis_metadata_from_urls() -> None:
