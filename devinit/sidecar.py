@@ -5,8 +5,8 @@
 them: the server's stdin is the lifeline (the settings as one JSON line, then ``app <pid>
 <own-group>`` once the app runs, ``stop`` when the app is done), its stdout says ``ready
 <http-port> <grpc-port>`` once both front ends listen (a port asked for as 0 is the one the OS
-chose: no race between choosing a free port and binding it), and its stderr is its log, which ``devinit run`` shows or writes
-to a file. Secrets (the API token, the Redis password) travel in the JSON line: never on a
+chose: no race between choosing a free port and binding it), and its stderr is its log, which
+``devinit run`` shows or writes to a file. Secrets (the API token, the Redis password) travel in the JSON line: never on a
 command line or in the environment.
 
 The server notices when ``devinit run`` is gone, even killed with SIGKILL: the lifeline's write
