@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from devinit.testing import StateServer
 
 MARKER = "devinit_fresh"
+MARKER_KEYWORDS = ("store", "app_id", "api_token")
 #: the variables dapr_env manages: set from the server, or removed when it has no value for one
 ENV_NAMES = ("DAPR_HTTP_PORT", "DAPR_GRPC_PORT", "DAPR_HTTP_ENDPOINT", "DAPR_GRPC_ENDPOINT", "APP_ID", "DAPR_API_TOKEN")
 #: those the Python SDK keeps in ``dapr.conf.settings``
@@ -92,8 +93,6 @@ def _start(tmp: Path, settings: dict[str, Any]) -> StateServer:
         return StateServer(tmp_dir=tmp, **settings).start()
     except StateServerError as e:
         pytest.fail(f"devinit: {e}", pytrace=False)
-    except TypeError as e:  # a marker's unknown keyword
-        pytest.fail(f"devinit: @pytest.mark.{MARKER}: {e}; it takes store, app_id, api_token", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +118,12 @@ def devinit_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             pytest.fail(f"devinit: the session's state server could not be emptied: {e}", pytrace=False)
         yield server
         return
-    if marker.args:
-        pytest.fail(f"devinit: @pytest.mark.{MARKER} takes keyword arguments only (store=, app_id=, api_token=)", pytrace=False)
+    unknown = sorted(set(marker.kwargs) - set(MARKER_KEYWORDS))
+    if marker.args or unknown:
+        given = f"{', '.join(unknown)} given; " if unknown else ""
+        pytest.fail(
+            f"devinit: @pytest.mark.{MARKER}: {given}it takes the keywords {', '.join(MARKER_KEYWORDS)} only", pytrace=False
+        )
     server = _start(tmp_path_factory.mktemp("devinit-fresh"), {**_settings(request.config), **marker.kwargs})
     yield server
     server.stop()
