@@ -316,7 +316,24 @@ class PostgresServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it takes connections. After a kill -9 the old
+        server's backends may still hold its shared memory for a while, and the new postmaster
+        then exits at once: it is started again until ``timeout`` (the log says why it waited)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._spawn()
+            assert self.proc is not None
+            try:
+                self._wait_ready(deadline)
+                return
+            except (TimeoutError, OSError) as e:
+                if self.proc.poll() is None or time.monotonic() > deadline:
+                    log = (self.workdir / "postgres.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"PostgreSQL did not start within {timeout:.0f}s ({e}); its log ends:\n{log}") from None
+                time.sleep(0.5)  # it exited: start it again
+
+    def _spawn(self) -> None:
         self.proc = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
@@ -334,17 +351,21 @@ class PostgresServer:
             stderr=open(self.workdir / "postgres.log", "ab"),
             **self.user,  # type: ignore[call-overload]
         )
-        wait_port(self.port, timeout=30)
-        deadline = time.monotonic() + 30
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Until the server takes a connection; OSError when it exits, TimeoutError at the deadline."""
         import psycopg
 
+        assert self.proc is not None
         while True:
+            if self.proc.poll() is not None:
+                raise OSError(f"postgres exited with code {self.proc.returncode}")
             try:
                 psycopg.connect(self.conninfo, connect_timeout=2).close()
                 return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as e:
                 if time.monotonic() > deadline:
-                    raise
+                    raise TimeoutError(str(e).strip()) from None
                 time.sleep(0.1)
 
     @property
