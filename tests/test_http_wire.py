@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import shutil
 import socket
@@ -361,3 +362,24 @@ def test_curl_http2_over_cleartext(tmp_path):
         assert two.stdout.splitlines() == ['"v" 200', " 204"], two
     finally:
         srv.stop()
+
+
+def test_requests_pipelined_after_an_answer_that_ends_the_connection_are_not_run(port, caplog):
+    """After an answer that ends the connection (Connection: close, a refused request) the
+    server half-closes: what the client pipelined behind it is neither run nor answered.
+    (A request behind a refused one was run, and writing its answer, or the 400 for bytes
+    after a Connection: close, after the half-close raised: "Fatal error: protocol.
+    data_received() call failed" logged, and the connection reset.)"""
+    CALLS.clear()
+    got = talk(
+        port,
+        b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"PUT /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        until_close=True,
+    )
+    assert got.count(b"Content-Length: ") == 1 and b"Connection: close" in got and got.endswith(b"GET /last? len=0")
+    refused = talk(port, b"GET /no-host HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True)
+    assert refused.count(b"Content-Length: ") == 1 and refused.startswith(b"HTTP/1.1 400 ")
+    assert CALLS == [b"/last"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -94,7 +94,7 @@ class _Protocol(asyncio.Protocol):
         self.pumping = False  # inside _pump(): requests that finish there do not re-enter it
         self.paused = False  # reading paused: too many requests queued, or the client reads slowly
         self.write_blocked = False  # the transport's write buffer is over its high-water mark
-        self.failed = False  # answered an unreadable request and closing: ignore the rest
+        self.failed = False  # the connection is ending (an answer that closes it is out or queued): ignore the rest
         self.lingering = 0  # > 0: half-closed, dropping what still arrives (counts it)
         self.last_active = 0.0
         self.in_head = False  # the head of a request is arriving
@@ -347,6 +347,9 @@ class _Protocol(asyncio.Protocol):
         reading and dropping what the client still sends, so that it reads our answer
         instead of a reset for the bytes we left unread."""
         self.queue.clear()
+        # Requests pipelined after this answer are never served (parsing goes on in this
+        # chunk): nothing may be written after the half-close, and nothing run unanswered.
+        self.failed = True
         transport = self.transport
         if transport is None or transport.is_closing() or self.lingering:
             return
@@ -394,8 +397,8 @@ class _Protocol(asyncio.Protocol):
     def _close_with(self, response: Response) -> None:
         """Answer with ``response`` after the requests already read, then close (read no more)."""
         self.failed = True
-        if self.transport is None or self.transport.is_closing():
-            return
+        if self.transport is None or self.transport.is_closing() or self.lingering:
+            return  # already ended (half-closed): one answer that ends it is enough
         if self.busy or self.queue:  # pipelined requests before this one are answered first
             self.queue.append((response, _CLOSE, False))
             if not self.paused:
