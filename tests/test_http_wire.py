@@ -383,3 +383,32 @@ def test_requests_pipelined_after_an_answer_that_ends_the_connection_are_not_run
     assert refused.count(b"Content-Length: ") == 1 and refused.startswith(b"HTTP/1.1 400 ")
     assert CALLS == [b"/last"]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_many_h2c_upgrades_in_one_chunk_are_all_served(port):
+    """Each request that asks for an upgrade is given to the parser again without it: for a
+    few thousand of them in one read, in a loop (it recursed once per request: past the
+    recursion limit the connection died, and each level held a copy of the rest)."""
+    n = 3000
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    data = b"".join(b"GET /u%d HTTP/1.1\r\nHost: x\r\n%s\r\n" % (i, upgrade) for i in range(n))
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        got = b""
+        while not got.endswith(b"GET /u%d? len=0" % (n - 1)):
+            chunk = s.recv(1 << 20)
+            assert chunk, f"the server closed the connection after {got.count(b'HTTP/1.1 200 OK')} answers"
+            got += chunk
+    bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in got.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert bodies == [b"GET /u%d? len=0" % i for i in range(n)]
+
+
+def test_an_h2c_upgrade_keeps_the_host_rules(port):
+    """The head given again without the upgrade has one Host: two (or none) are still a 400."""
+    upgrade = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+    CALLS.clear()
+    two = talk(port, b"GET /two HTTP/1.1\r\nHost: x\r\nHost: y\r\n" + upgrade + b"\r\n", until_close=True)
+    assert two.startswith(b"HTTP/1.1 400 ") and b"two Host" in two
+    none = talk(port, b"GET /none HTTP/1.1\r\n" + upgrade + b"\r\n", until_close=True)
+    assert none.startswith(b"HTTP/1.1 400 ") and b"no Host" in none
+    assert CALLS == []

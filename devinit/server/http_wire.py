@@ -138,8 +138,7 @@ class _Protocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             if self.upgrading:
-                self._serve_without_upgrade(data[e.args[0] :])
-                return  # that call parsed (and counted) the rest
+                self._serve_without_upgrade(data, e.args[0])
             else:
                 self._fail(400, b"CONNECT is not supported")
         except httptools.HttpParserError as e:
@@ -155,12 +154,38 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()  # the client read the answer and closed: done lingering
         return None
 
-    def _serve_without_upgrade(self, rest: bytes) -> None:
+    def _serve_without_upgrade(self, data: bytes, offset: int) -> None:
         """Serve a request that asked for an upgrade (``h2c``) as the HTTP/1.1 request it also
-        is: httptools stopped at its head as if a new protocol followed, so its head is given
-        again without the upgrade headers, followed by the bytes after it (its body, then any
-        request after it)."""
-        self.upgrading = False
+        is: httptools stopped at its head (``data[offset]`` is the first byte after it) as if a
+        new protocol followed, so its head is given again without the upgrade headers, followed
+        by the bytes after it (its body, then any request after it).
+
+        A loop over a view of ``data``, not recursion over copies: one chunk may hold thousands
+        of such requests (recursing once per request ran into the recursion limit and held a
+        copy of the rest of the chunk per request)."""
+        rest = memoryview(data)
+        parser = self.parser
+        while True:
+            self.upgrading = False
+            if self.refusal_closes:  # no Host, or two: the head given again must not hide it
+                self._close_with(cast(Response, self.refusal))
+                return
+            try:
+                parser.feed_data(self._head_without_upgrade())
+                parser.feed_data(rest[offset:])
+                return
+            except httptools.HttpParserUpgrade as e:
+                if not self.upgrading:
+                    self._fail(400, b"CONNECT is not supported")
+                    return
+                offset += e.args[0]  # the next such request, in the part of ``data`` just fed
+            except httptools.HttpParserError as e:
+                self._fail(400, b"malformed HTTP request: " + str(e).encode("ascii", "replace"))
+                return
+
+    def _head_without_upgrade(self) -> bytes:
+        """The head of the request just parsed, without ``Upgrade``, ``HTTP2-Settings`` and
+        their ``Connection`` tokens."""
         method = self.parser.get_method()
         version = self.parser.get_http_version().encode("ascii")
         head = [method + b" " + self.url + b" HTTP/" + version + b"\r\n"]
@@ -173,7 +198,7 @@ class _Protocol(asyncio.Protocol):
                     continue
             head.append(name + b": " + value + b"\r\n")
         head.append(b"\r\n")
-        self.data_received(b"".join(head) + rest)
+        return b"".join(head)
 
     def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests too
         self.write_blocked = True
