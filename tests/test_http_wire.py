@@ -240,13 +240,13 @@ def test_a_bad_pipelined_request_is_answered_after_the_ones_before_it(port):
 # -- issue 13: hostile and clumsy clients ------------------------------------------------------
 
 
-def test_a_header_that_never_ends_is_refused_as_it_arrives(port):
-    """httptools hands a header over only once it ends: the head is bounded as its bytes
-    arrive, so a header value that never ends gets 431 after ~64 KiB, not after all of it."""
+def _never_ending(port: int, start: bytes) -> tuple[int, bytes]:
+    """Send ``start``, then a field value that never ends (up to 8 MiB, as long as the server
+    reads): (bytes of it sent, the answer's first bytes, or b"" if none came)."""
     sent = 0
     got = b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        s.sendall(start)
         piece = b"a" * 16384
         s.setblocking(False)
         while sent < 8 * 1024 * 1024 and not got:
@@ -258,6 +258,13 @@ def test_a_header_that_never_ends_is_refused_as_it_arrives(port):
                 got = s.recv(65536)
             except BlockingIOError:
                 select.select([s], [], [], 0.01)
+    return sent, got
+
+
+def test_a_header_that_never_ends_is_refused_as_it_arrives(port):
+    """httptools hands a header over only once it ends: the head is bounded as its bytes
+    arrive, so a header value that never ends gets 431 after ~64 KiB, not after all of it."""
+    sent, got = _never_ending(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
     assert got.startswith(b"HTTP/1.1 431 "), (sent, got[:100])
     assert sent < 2 * 1024 * 1024
 
@@ -412,3 +419,15 @@ def test_an_h2c_upgrade_keeps_the_host_rules(port):
     none = talk(port, b"GET /none HTTP/1.1\r\n" + upgrade + b"\r\n", until_close=True)
     assert none.startswith(b"HTTP/1.1 400 ") and b"no Host" in none
     assert CALLS == []
+
+
+def test_a_trailer_that_never_ends_is_refused_as_it_arrives(port):
+    """httptools holds each field of a chunked body's trailer section until it ends (by
+    concatenation, as a head's): bounded as the head is, so a trailer that never ends gets
+    431 after ~64 KiB instead of being held (and copied again per read) without end."""
+    sent, got = _never_ending(port, b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: ")
+    assert got.startswith(b"HTTP/1.1 431 "), (sent, got[:100])
+    assert sent < 2 * 1024 * 1024
+    chunked = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"".join(b"%x\r\n%s\r\n" % (n, b"x" * n) for n in (70_000, 1, 200_000))
+    assert talk(port, chunked + chunks + b"0\r\nX-Done: yes\r\n\r\n").endswith(b"POST /c? len=270001")  # data is not a trailer

@@ -97,7 +97,7 @@ class _Protocol(asyncio.Protocol):
         self.failed = False  # the connection is ending (an answer that closes it is out or queued): ignore the rest
         self.lingering = 0  # > 0: half-closed, dropping what still arrives (counts it)
         self.last_active = 0.0
-        self.in_head = False  # the head of a request is arriving
+        self.in_head = False  # the head of a request (or a chunked body's trailer section) is arriving
         self.head_fresh = False  # and it began in the chunk being parsed
         self.head_fed = 0  # bytes of the chunks that arrived wholly inside that head
         self.upgrading = False  # a request httptools will treat as an upgrade: served as HTTP/1.1
@@ -132,7 +132,7 @@ class _Protocol(asyncio.Protocol):
             return
         if self.in_head and self.head_fed > MAX_HEAD:
             # httptools hands a header over only once it ends: bound the head as it arrives
-            self._fail(431, b"the request URL and headers are too large")
+            self._fail(431, b"the request URL and headers (or trailers) are too large")
             return
         try:
             self.parser.feed_data(data)
@@ -263,7 +263,16 @@ class _Protocol(asyncio.Protocol):
             self.refusal = response
             self.refusal_closes = True
 
+    def on_chunk_header(self) -> None:
+        # A chunk begins. If it is the last one (size 0), the trailer section follows, whose
+        # fields httptools holds until each ends, as it does a head's: bounded as a head is,
+        # as its bytes arrive (a chunk with data clears this in on_body).
+        self.in_head = self.head_fresh = True
+        self.head_fed = 0
+
     def on_body(self, body: bytes) -> None:
+        if self.in_head:  # data: this chunk is not the last, no trailer section yet
+            self.in_head = False
         if self.refusal is not None or self.failed:
             return
         held = self.body
