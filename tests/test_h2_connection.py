@@ -247,6 +247,42 @@ def test_a_larger_initial_window_wakes_the_blocked_streams() -> None:
     assert sorted(s for t, _, s, _ in out if t == h2.DATA) == [1, 3, 5] and not app.conn.stream_blocked
 
 
+def test_a_settings_frame_moves_each_stream_window_once_however_often_it_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One SETTINGS frame may set INITIAL_WINDOW_SIZE ~170k times (1 MiB of 6-byte values):
+    every open stream's window moves once per frame, to the last value (a walk per value, with
+    256 streams open, kept the loop busy for seconds per frame). A value on the way that would
+    push a window over 2^31-1 is still a connection error."""
+    moves: list[int] = []
+
+    class Counted(Stream):  # counts every change of a stream's window
+        __slots__ = ("_window",)
+
+        @property  # over Stream's slot: every write of a window goes through the setter
+        def window(self) -> int:
+            return self._window
+
+        @window.setter
+        def window(self, value: int) -> None:
+            moves.append(value)
+            self._window = value
+
+    monkeypatch.setattr(h2, "Stream", Counted)
+    app = App()
+    app.start()
+    enc = hpack.Encoder()
+    app.feed(b"".join(headers_frame(sid, enc.encode(REQUEST)) for sid in range(1, 512, 2)))  # 256 streams, open
+    assert len(app.conn.streams) == 256
+    moves.clear()
+    values = [70_000, 90_000] * 500 + [80_000]
+    out = app.feed(h2.frame(h2.SETTINGS, 0, 0, b"".join((4).to_bytes(2, "big") + v.to_bytes(4, "big") for v in values)))
+    assert goaway(out) is None and [t for t, f, _, _ in out if t == h2.SETTINGS and f & h2.ACK]
+    assert len(moves) == 256 and {s.window for s in app.conn.streams.values()} == {80_000}
+    app.feed(h2.frame(h2.WINDOW_UPDATE, 0, 1, (1000).to_bytes(4, "big")))  # stream 1: 81,000
+    over = [h2.MAX_WINDOW - 500, 80_000]  # stream 1 (81,000) would pass 2^31-1 on the way, not at the end
+    out = app.feed(h2.frame(h2.SETTINGS, 0, 0, b"".join((4).to_bytes(2, "big") + v.to_bytes(4, "big") for v in over)))
+    assert goaway(out) == h2.FLOW_CONTROL_ERROR
+
+
 # -- 4. request bodies ---------------------------------------------------------------------------
 
 

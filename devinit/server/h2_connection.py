@@ -530,29 +530,38 @@ class H2Connection:
             return
         if len(payload) % 6:
             raise ProtocolFault(FRAME_SIZE_ERROR, "SETTINGS payload is not a multiple of 6 bytes")
+        window = peak = -1  # the frame's last and largest SETTINGS_INITIAL_WINDOW_SIZE (-1: none)
         for i in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, i)
             if key == S_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise ProtocolFault(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
-                delta = value - self.peer_initial_window
-                if delta:  # every stream's window moves by it (RFC 9113 6.9.2): the one walk
-                    self.peer_initial_window = value
-                    for stream in self.streams.values():
-                        stream.window += delta
-                        if stream.window > MAX_WINDOW:
-                            raise ProtocolFault(
-                                FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE pushed a stream window over 2^31-1"
-                            )
-                    if delta > 0 and self.stream_blocked:
-                        self._wake_streams()
+                window, peak = value, max(peak, value)
             elif key == S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
                     raise ProtocolFault(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.peer_max_frame = value
             elif key == S_ENABLE_PUSH and value > 1:
                 raise ProtocolFault(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH must be 0 or 1")
+        if window >= 0:
+            self._initial_window(window, peak)
         self.out.append(frame(SETTINGS, ACK, 0))
+
+    def _initial_window(self, value: int, peak: int) -> None:
+        """A new SETTINGS_INITIAL_WINDOW_SIZE moves every stream's window by the change (RFC
+        9113 6.9.2): one walk per SETTINGS frame, however often the frame sets it (a walk per
+        value let one frame of ~170k values walk the open streams as often), to the frame's
+        last ``value``; ``peak``, its largest, must not have pushed a window over 2^31-1."""
+        delta, rise = value - self.peer_initial_window, peak - self.peer_initial_window
+        if not delta and rise <= 0:
+            return
+        self.peer_initial_window = value
+        for stream in self.streams.values():
+            if stream.window + rise > MAX_WINDOW:
+                raise ProtocolFault(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE pushed a stream window over 2^31-1")
+            stream.window += delta
+        if delta > 0 and self.stream_blocked:
+            self._wake_streams()
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
