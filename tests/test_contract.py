@@ -573,6 +573,7 @@ def test_query_skips_expired_items(client, key):
         {"page": {"limit": -1}},
         {"page": {"limit": "ten"}},
         {"page": {"token": "garbage"}},
+        {"page": {"token": "²"}},  # a digit to str.isdigit, not to int(): was a 500
         [],
     ],
 )

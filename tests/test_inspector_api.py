@@ -203,9 +203,12 @@ def test_export_import_clear(c: httpx.Client, tag: str):
 
 def test_bad_requests_say_what_to_do(c: httpx.Client, tag: str):
     base = f"{R}stores/statestore"
-    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}):
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"limit": "²"}, {"limit": "1" * 5000}):
         r = c.get(base + "/keys", params=params)
         assert r.status_code == 400 and "limit" in r.json()["message"], params
+    for after in ("²", "1" * 5000):  # digits to str.isdigit, not to int(): was a 500
+        r = c.get(R + "events", params={"after": after})
+        assert r.status_code == 400 and "after" in r.json()["message"], after
     bad_bodies = [
         ({"value": "!!", "contentType": "application/octet-stream"}, "base64"),
         ({"value": 1, "ttl": -2}, "ttl"),

@@ -297,6 +297,8 @@ BAD_QUERIES = [
     ({"page": {"limit": 10_001}}, "page.limit must be an integer"),
     ({"page": {"limit": True}}, "page.limit must be an integer"),
     ({"page": {"token": "x"}}, "page.token is not a token this server gave out"),
+    ({"page": {"token": "²"}}, "page.token is not a token this server gave out"),  # str.isdigit takes it; int() does not
+    ({"page": {"token": "1" * 5000}}, "page.token is not a token this server gave out"),  # over int()'s 4300 digits
 ]
 
 

@@ -256,6 +256,30 @@ def test_a_bad_cursor_is_a_clear_error(make: Maker, cursor: str) -> None:
     make.run(body)
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis", "redis-cluster"])
+def test_numbers_in_a_cursor_must_be_plain(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A cursor in the store's own form whose numbers are not plain ones: "²" passes
+    str.isdigit and int() then refused it, as it refuses 5000 digits (a 500); a SCAN cursor
+    past 64 bits reached Redis, whose error reply is a store failure (the store marked down)."""
+    make = Maker(kind, request, tmp_path)
+
+    async def body(store: Store) -> None:
+        await save(store, [f"{make.prefix}{i:02}" for i in range(30)])
+        page = await store.list_keys(make.prefix, None, 2)
+        assert page.cursor is not None
+        if kind == "memory":
+            forged = ["²", "9" * 5000]
+        else:  # "<master's place> <its address> <SCAN cursor>"
+            index, address, _ = store.read_cursor(page.cursor).split(" ")
+            forged = [f"{index} {address} {2**64}", f"{index} {address} ²", f"¹ {address} 0"]
+        for text in forged:
+            with pytest.raises(BadCursor, match="start again without a cursor"):
+                await store.list_keys(make.prefix, store.make_cursor(text), 2)
+        assert len(await walk(store, make.prefix, 7)) == 30  # and the listing goes on as before
+
+    make.run(body)
+
+
 def test_a_cursor_of_one_kind_of_store_is_refused_by_another(tmp_path: Path) -> None:
     async def go() -> None:
         memory = MemoryStore("m")

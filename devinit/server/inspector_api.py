@@ -34,7 +34,7 @@ from devinit.server.feed import MAX_WAIT, Feed
 from devinit.server.http_wire import Request, Response
 from devinit.server.json_values import dumps_value, loads
 from devinit.server.runtime import MAX_KEY_BYTES, Runtime, check_token
-from devinit.state.base import MAX_LIST_LIMIT, DeleteOp, KeyInfo, KeyPage, SetOp, StoredItem, ttl_seconds
+from devinit.state.base import MAX_LIST_LIMIT, DeleteOp, KeyInfo, KeyPage, SetOp, StoredItem, plain_count, ttl_seconds
 
 PREFIX = b"/devinit/v1/"
 UI = b"/ui"
@@ -195,9 +195,10 @@ def _limit(params: dict[str, str], default: int) -> int:
     raw = params.get("limit")
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    limit = plain_count(raw)
+    if limit is None or not 1 <= limit <= MAX_PAGE:
         raise malformed(f"limit {raw!r} is not valid: give a whole number from 1 to {MAX_PAGE}")
-    return int(raw)
+    return limit
 
 
 def _cursor(raw: Any) -> str | None:
@@ -419,7 +420,8 @@ class InspectorApp:
     async def _events(self, req: Request) -> Response:
         params = _params(req)
         after_raw, wait_raw = params.get("after", ""), params.get("wait", "0")
-        if after_raw and not after_raw.isdigit():
+        after = plain_count(after_raw) if after_raw else None
+        if after_raw and after is None:
             raise malformed(f"after {after_raw!r} is not valid: pass back 'next' from the previous answer")
         try:
             wait = float(wait_raw or 0)
@@ -427,5 +429,5 @@ class InspectorApp:
             raise malformed(f"wait {wait_raw!r} is not valid: give seconds, at most {MAX_WAIT:g}") from None
         if not 0 <= wait <= MAX_WAIT:
             raise malformed(f"wait {wait_raw!r} is not valid: give seconds from 0 to {MAX_WAIT:g}")
-        events, next_seq = await self.feed.poll(int(after_raw) if after_raw else None, wait)
+        events, next_seq = await self.feed.poll(after, wait)
         return _json({"events": [e.as_json() for e in events], "next": next_seq, "now": time.time()})

@@ -131,6 +131,16 @@ def ttl_seconds(text: str) -> int | None:
     return ttl
 
 
+def plain_count(text: str) -> int | None:
+    """``text`` as a whole number >= 0 when it is written plainly (ASCII digits, at most 20:
+    any unsigned 64-bit number), else None. For counts, positions and cursors from clients:
+    ``str.isdigit`` alone takes "²", which ``int()`` then refuses, and ``int()`` refuses more
+    than 4300 digits; either was a 500."""
+    if 0 < len(text) <= 20 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def expire_at(ttl: int | None, now: float | None = None) -> float | None:
     """The epoch second at which an item written now with ``ttl`` expires."""
     if ttl is None:

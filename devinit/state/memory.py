@@ -35,6 +35,7 @@ from devinit.state.base import (
     cleanup_interval,
     each_checked,
     expire_at,
+    plain_count,
     precondition_holds,
 )
 
@@ -188,10 +189,10 @@ class MemoryStore(Store):
         if cursor is None:
             slot = 0
         else:
-            position = self.read_cursor(cursor)
-            if not position.isdigit():
+            number = plain_count(self.read_cursor(cursor))
+            if number is None:
                 raise self.bad_cursor(cursor, "it is not a cursor this store gave out")
-            slot = log.first_after(int(position))
+            slot = log.first_after(number)
         end = min(len(log.keys), slot + _LIST_BUDGET)
         now = time.time()
         keys: list[KeyInfo] = []

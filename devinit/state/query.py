@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from devinit.errors import QueryError
+from devinit.state.base import plain_count
 
 _COMPARE = ("EQ", "NEQ", "GT", "GTE", "LT", "LTE")
 _MISSING = object()
@@ -63,9 +64,10 @@ def parse_query(body: Any) -> Query:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0 or limit > MAX_LIMIT):
         raise QueryError(f"page.limit must be an integer from 0 to {MAX_LIMIT}")
     token = page.get("token") or "0"
-    if not isinstance(token, str) or not token.isdigit():
+    start = plain_count(token) if isinstance(token, str) else None
+    if start is None:
         raise QueryError("page.token is not a token this server gave out; send the token of the previous answer")
-    return Query(filt, sort, limit or None, int(token))
+    return Query(filt, sort, limit or None, start)
 
 
 def _check_filter(node: Any, where: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from devinit.errors import StoreRefused
-from devinit.state.base import KeyInfo, KeyPage, Op, SetOp, Store, StoredItem, check_limit
+from devinit.state.base import KeyInfo, KeyPage, Op, SetOp, Store, StoredItem, check_limit, plain_count
 from devinit.state.redis_nodes import Cluster, Node, Nodes, SingleNode, key_slot, sentinel_resolver
 from devinit.state.resp import Lane, RedisFailure, ReplyError, Script
 
@@ -321,12 +321,15 @@ class RedisStore(Store):
         return KeyPage(list(found.values()), self.make_cursor(f"{index} {masters[index].address} {scan.decode()}"))
 
     def _scan_position(self, cursor: str, masters: list[Node]) -> tuple[int, bytes]:
-        index, address, scan = (self.read_cursor(cursor).split(" ") + ["", "", ""])[:3]
-        if not (index.isdigit() and scan.isdigit() and address):
+        index_text, address, scan_text = (self.read_cursor(cursor).split(" ") + ["", "", ""])[:3]
+        index, scan = plain_count(index_text), plain_count(scan_text)
+        # SCAN's cursor is an unsigned 64-bit number: Redis answers another with an error reply,
+        # which would mark the store down
+        if index is None or scan is None or scan >= 1 << 64 or not address:
             raise self.bad_cursor(cursor, "it is not a cursor this store gave out")
-        if int(index) >= len(masters) or masters[int(index)].address != address:
+        if index >= len(masters) or masters[index].address != address:
             raise self.bad_cursor(cursor, f"the Redis masters changed since it was given (no master {address} at place {index})")
-        return int(index), scan.encode()
+        return index, scan_text.encode()
 
     async def _key_infos(self, keys: list[bytes]) -> list[KeyInfo]:
         """What a listing shows of each key: live hashes with a version only (another program's
