@@ -15,9 +15,9 @@ import pytest
 
 from devinit.components import STATE_TYPES, ComponentSpec
 from devinit.errors import ApiError, BadCursor, ComponentError, QueryError
-from devinit.server.runtime import Runtime, StoreEntry, parse_ttl
+from devinit.server.runtime import BULK_SLICE, MAX_BULK_ANSWER, Runtime, StoreEntry, parse_ttl
 from devinit.state import STORE_MODULES, create_store, default_ttl, store_class
-from devinit.state.base import MAX_TTL_SECONDS, Store, ttl_seconds
+from devinit.state.base import MAX_TTL_SECONDS, SetOp, Store, ttl_seconds
 from devinit.state.memory import MemoryStore
 from devinit.state.postgres import PostgresStore
 from devinit.state.query import Query, matches, parse_query, run_query
@@ -434,3 +434,39 @@ def test_a_store_module_is_imported_only_when_a_component_uses_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=devinit_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+class _CountingStore(MemoryStore):
+    """The in-memory store, counting the keys each bulk_get reads (what the server holds)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.read: list[int] = []
+
+    async def bulk_get(self, keys: Any) -> Any:
+        self.read.append(len(keys))
+        return await super().bulk_get(keys)
+
+
+def test_a_bulk_get_over_the_limit_stops_reading_the_store_early() -> None:
+    """Many large values: refused after a slice of keys, not after reading every value named."""
+    store = _CountingStore("b")
+    runtime = Runtime({"b": StoreEntry(store, spec("state.in-memory", name="b"), "", None)}, {})
+    value = b"x" * (MAX_BULK_ANSWER // BULK_SLICE + 1)  # one slice is just over the limit
+    keys = [f"k{i}" for i in range(BULK_SLICE * 4)]
+
+    async def go() -> None:
+        for k in keys:
+            await store.set(SetOp(k, value))
+        with pytest.raises(ApiError) as e:
+            await runtime.bulk_get("b", keys)
+        assert (e.value.http_status, e.value.grpc_code) == (400, "RESOURCE_EXHAUSTED")
+        assert "fewer keys" in e.value.message
+        assert sum(store.read) <= BULK_SLICE, store.read
+        store.read.clear()
+        items = await runtime.bulk_get("b", keys[: BULK_SLICE - 1] + ["missing"] + keys[:3])  # within the limit
+        assert [i.key for i in items] == keys[: BULK_SLICE - 1] + ["missing"]
+        assert items[0].item is not None and items[0].item.value == value and items[-1].item is None
+        assert store.read == [BULK_SLICE]  # a request of one slice of keys: one round trip
+
+    asyncio.run(go())

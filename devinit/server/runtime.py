@@ -49,6 +49,10 @@ MAX_KEY_BYTES = 2048
 # limit (and daprd's own gRPC send limit): repeated keys are answered once, so a small request
 # cannot make a large answer out of one big value.
 MAX_BULK_ANSWER = 4 * 1024 * 1024
+# Keys a bulk get reads from its store at once: the answer's size is checked after each slice,
+# so what is read past MAX_BULK_ANSWER is bounded by one slice, while a request of up to this
+# many keys stays one round trip.
+BULK_SLICE = 256
 # What clients may keep under `extended` (PUT /v1.0/metadata/{key}, SetMetadata): keys + values.
 MAX_EXTENDED_BYTES = 1024 * 1024
 _SHOWN_KEY = 256  # characters of a key quoted in an error message
@@ -501,32 +505,40 @@ class Runtime:
     async def bulk_get(self, store: str, keys: Any) -> list[BulkItem]:
         """GET many keys, each answered once, in the order first asked.
 
-        A store that fails answers every item with its ``error`` (as daprd, which reads each
-        key on its own); an answer over ``MAX_BULK_ANSWER`` bytes of values is refused.
+        A store that fails answers the items it did not read with its ``error`` (as daprd, which
+        reads each key on its own); an answer over ``MAX_BULK_ANSWER`` bytes of values is
+        refused. The store is read ``BULK_SLICE`` keys at a time and the answer's size checked
+        after each slice, so a request for many large values is refused having read at most one
+        slice past the limit, not every value it names.
         """
         entry = self.entry(store)
         if not isinstance(keys, list):
             raise malformed("keys must be an array of strings")
         full = list(dict.fromkeys([self.full_key(entry, k) for k in keys]))  # every key checked; repeats once
         cut = len(entry.prefix)
-        if not full:
-            return []
-        try:
-            items: list[StoredItem | None] = await self._call(entry, "ERR_STATE_BULK_GET", entry.store.bulk_get(full))
-        except ApiError as e:
-            if e.http_status != 500:  # the store refused the request as given: that stays an error
-                raise
-            return [BulkItem(k[cut:], error=e.message) for k in full]
-        size = sum(len(item.value) for item in items if item is not None)
-        if size > MAX_BULK_ANSWER:
-            raise ApiError(
-                "ERR_STATE_BULK_GET",
-                f"the answer would hold {size} bytes of values, over devinit's limit of {MAX_BULK_ANSWER} bytes "
-                "per bulk get: ask for fewer keys per request",
-                400,
-                "RESOURCE_EXHAUSTED",
-            )
-        return [BulkItem(k[cut:], item) for k, item in zip(full, items, strict=True)]
+        answer: list[BulkItem] = []
+        size = 0
+        for start in range(0, len(full), BULK_SLICE):
+            part = full[start : start + BULK_SLICE]
+            try:
+                items: list[StoredItem | None] = await self._call(entry, "ERR_STATE_BULK_GET", entry.store.bulk_get(part))
+            except ApiError as e:
+                if e.http_status != 500:  # the store refused the request as given: that stays an error
+                    raise
+                answer.extend(BulkItem(k[cut:], error=e.message) for k in full[start:])
+                return answer
+            size += sum(len(item.value) for item in items if item is not None)
+            if size > MAX_BULK_ANSWER:
+                raise ApiError(
+                    "ERR_STATE_BULK_GET",
+                    f"the answer would hold over {MAX_BULK_ANSWER} bytes of values ({size} in the first "
+                    f"{start + len(part)} of {len(full)} keys), devinit's limit per bulk get: ask for fewer keys "
+                    "per request",
+                    400,
+                    "RESOURCE_EXHAUSTED",
+                )
+            answer.extend(BulkItem(k[cut:], item) for k, item in zip(part, items, strict=True))
+        return answer
 
     def _set_op(self, entry: StoreEntry, req: SaveRequest, defaults: Mapping[str, str | None] | None) -> tuple[SetOp, bool]:
         full = self.full_key(entry, req.key, "ERR_STATE_SAVE")
