@@ -22,7 +22,7 @@ import base64
 import binascii
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -34,7 +34,17 @@ from devinit.server.feed import MAX_WAIT, Feed
 from devinit.server.http_wire import Request, Response
 from devinit.server.json_values import dumps_value, loads
 from devinit.server.runtime import MAX_KEY_BYTES, Runtime, check_token
-from devinit.state.base import MAX_LIST_LIMIT, DeleteOp, KeyInfo, KeyPage, SetOp, StoredItem, plain_count, ttl_seconds
+from devinit.state.base import (
+    MAX_LIST_LIMIT,
+    DeleteOp,
+    KeyInfo,
+    KeyPage,
+    SetOp,
+    Store,
+    StoredItem,
+    plain_count,
+    ttl_seconds,
+)
 
 PREFIX = b"/devinit/v1/"
 UI = b"/ui"
@@ -45,6 +55,10 @@ DEFAULT_PAGE = 100
 MAX_PAGE = MAX_LIST_LIMIT  # keys per listing, export or clear page (1000: a store's most)
 MAX_IMPORT = 10_000  # items per import request (the body is held to 4 MiB by http_wire too)
 MAX_CURSOR = 4096  # characters of a cursor given back to us
+# Bytes of values per export page (by the listing's sizes): a page ends early past it, with a
+# cursor to go on; a key whose value alone is larger makes a page of its own.
+EXPORT_BUDGET = 4 * 1024 * 1024
+_EXPORT_LISTINGS = 12  # listings per export page at most: 1000 halved down to 1, and two more
 
 _API_HEADERS = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"), (b"X-Content-Type-Options", b"nosniff")]
 _NO_CONTENT: Response = (204, [(b"Cache-Control", b"no-store")], b"")
@@ -358,7 +372,7 @@ class InspectorApp:
     async def _export(self, store: str, req: Request) -> Response:
         params = _params(req)
         prefix, cursor, limit = _prefix(params.get("prefix")), _cursor(params.get("cursor")), _limit(params, MAX_PAGE)
-        page = await self.runtime.store_call(store, "ERR_STATE_LIST_KEYS", lambda s: s.list_keys(prefix, cursor, limit))
+        page = await self._export_page(store, prefix, cursor, limit)
         keys = [k.key for k in page.keys]
         items = await self.runtime.store_call(store, "ERR_STATE_BULK_GET", lambda s: s.bulk_get(keys))
         now = time.time()
@@ -372,6 +386,32 @@ class InspectorApp:
                 line["ttl"] = ttl_left(item.expire_at, now)
             out.append(line)
         return _json({"items": out, "cursor": page.cursor})
+
+    async def _export_page(self, store: str, prefix: str, cursor: str | None, limit: int) -> KeyPage:
+        """The keys of one export page, their values (by the listing's sizes) within
+        ``EXPORT_BUDGET`` bytes, or one key alone whatever its size.
+
+        A page over the budget is listed again from the same cursor with a smaller limit, so
+        that its cursor continues right after the keys served: a SQL or in-memory listing
+        gives exactly the keys that fit at once; a Redis page may hold a few more than its
+        limit (a SCAN step cannot be split), so there the limit is halved until it fits.
+        """
+
+        def listing(n: int) -> Callable[[Store], Awaitable[KeyPage]]:
+            return lambda s: s.list_keys(prefix, cursor, n)
+
+        for attempt in range(_EXPORT_LISTINGS):
+            page = await self.runtime.store_call(store, "ERR_STATE_LIST_KEYS", listing(limit))
+            fit, size = 0, 0
+            for info in page.keys:
+                size += info.size
+                if size > EXPORT_BUDGET and fit:
+                    break
+                fit += 1
+            if fit == len(page.keys) or limit == 1:
+                break
+            limit = min(fit, limit - 1 if attempt == 0 else limit // 2)
+        return page
 
     async def _import(self, store: str, req: Request) -> Response:
         body = _object(_json_body(req), '{"items": [{"key": "...", "value": ..., "contentType": "...", "ttl": 60}]}')
