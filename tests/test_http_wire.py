@@ -12,7 +12,8 @@ import threading
 import tracemalloc
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -22,6 +23,8 @@ from devinit.server.http_wire import MAX_BODY, H1Server, Request, Response
 from support import DevinitServer, free_port, need, write_component
 
 CALLS: list[bytes] = []  # paths that reached the handler
+T = TypeVar("T")
+SERVER: dict[str, H1Server] = {}  # the module's server (the port fixture's), to look inside
 
 
 async def echo(req: Request) -> Response:
@@ -53,7 +56,7 @@ def port() -> Iterator[int]:
     async def main() -> None:
         server = H1Server(echo, "127.0.0.1", p, error_response=error_response, idle_timeout=1.0)
         await server.start()
-        holder["server"] = server
+        holder["server"] = SERVER["server"] = server
         started.set()
         await server.serve()
 
@@ -225,9 +228,53 @@ def test_a_client_that_does_not_read_is_not_buffered_without_limit(port):
         try:
             while sent < total:  # bounded by total and by the 3 s timeout of a stalled send
                 sent += s.send(request)
-        except (TimeoutError, BlockingIOError):
+        except (TimeoutError, BlockingIOError, ConnectionError):  # or dropped: unread past the idle timeout
             pass
     assert sent < total
+
+
+def _on_server_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn()`` on the module server's loop (its thread) and return what it returns."""
+    server = SERVER["server"]
+
+    async def call() -> T:
+        return fn()
+
+    return asyncio.run_coroutine_threadsafe(call(), server.loop).result(10)
+
+
+def _connection_state() -> list[tuple[int, bool, int]]:
+    """Per open connection: (requests queued, writes blocked, bytes in its write buffer)."""
+    return _on_server_loop(
+        lambda: [
+            (len(c.queue), c.write_blocked, c.transport.get_write_buffer_size() if c.transport else 0)
+            for c in SERVER["server"].connections
+        ]
+    )
+
+
+def test_answers_to_requests_read_at_once_wait_while_the_client_does_not_read(port):
+    """Thousands of small pipelined requests for 64 KiB answers, in one send, never read: the
+    server stops answering once its write buffer is full, so what it holds is bounded by bytes
+    (it wrote every answer of a read, ~130 MiB here, whatever the client read), and drops the
+    connection once the client has not read for the idle timeout."""
+    n = 2000
+    data = b"".join(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(n))
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(data)
+        state: list[tuple[int, bool, int]] = []
+        for _ in range(200):  # until the server has read the requests (bounded: ~10 s)
+            state = _connection_state()
+            if any(queued or buffered > 8 * 1024 * 1024 for queued, _, buffered in state):
+                break
+            threading.Event().wait(0.05)
+        assert len(state) == 1 and state[0][2] <= 1024 * 1024 and state[0][1], state
+        for _ in range(400):  # the idle timeout is 1 s here; bounded: ~20 s
+            if not _connection_state():
+                break
+            threading.Event().wait(0.05)
+        assert _connection_state() == [], "a connection whose client never reads was kept"
 
 
 def test_a_bad_pipelined_request_is_answered_after_the_ones_before_it(port):

@@ -11,7 +11,9 @@ needs, and no more:
   bodies, ``Expect: 100-continue``, HEAD wherever GET is served (the handler sees a GET);
 - limits: request bodies (413, without reading a declared-too-large body), URL and header
   size (431, counted as the bytes arrive: a header that never ends is refused too), idle
-  keep-alive connections closed after ``idle_timeout``;
+  keep-alive connections closed after ``idle_timeout``; answers waiting for a client that does
+  not read them (answering and reading pause at the write buffer's high-water mark, and the
+  connection is dropped once it has not read for ``idle_timeout``);
 - ``Upgrade`` (``h2c``: what ``curl --http2`` sends) is ignored and the request served as
   HTTP/1.1 (RFC 9110 7.8); malformed requests, a missing or repeated Host (RFC 9112 3.2) and
   CONNECT are answered 400 and closed; a handler that raises answers 500 (the traceback is
@@ -200,7 +202,10 @@ class _Protocol(asyncio.Protocol):
         head.append(b"\r\n")
         return b"".join(head)
 
-    def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests too
+    def pause_writing(self) -> None:
+        # The client reads slowly: stop reading its requests, and stop answering those already
+        # read (_pump), so that what waits in the write buffer stays near its high-water mark
+        # plus one answer, however many requests one read held.
         self.write_blocked = True
         if self.transport is not None and not self.paused:
             self.transport.pause_reading()
@@ -208,7 +213,13 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_blocked = False
-        self._resume()
+        self.last_active = self.loop.time()  # the client reads: not idle
+        if self.queue and not self.busy:
+            # in a later callback: uvloop may call this from inside transport.write, and _handled
+            # (which writes) must finish, closing the connection if its answer ends it, first
+            self.loop.call_soon(self._pump)
+        else:
+            self._resume()
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -319,14 +330,15 @@ class _Protocol(asyncio.Protocol):
 
         Handlers run without a Task (``drive.Driven``). A loop, not recursion: a handler that
         answers at once (the in-memory store) finishes inside ``step()``, and a long pipeline
-        answered that way must not grow the stack.
+        answered that way must not grow the stack. It stops while the write buffer is over its
+        high-water mark (``pause_writing``) and goes on from ``resume_writing``.
         """
         if self.pumping:
             return  # a request finished inside the loop below: it goes on from there
         self.pumping = True
         screen = self.server.screen
         try:
-            while self.queue and not self.busy:
+            while self.queue and not self.busy and not self.write_blocked:  # blocked: resume_writing goes on
                 item, keep_alive, head = self.queue.popleft()
                 if isinstance(item, Request):
                     extra = None
@@ -443,8 +455,17 @@ class _Protocol(asyncio.Protocol):
         self._close()
 
     def close_if_idle(self, now: float, idle_timeout: float) -> None:
-        if self.transport is not None and not self.busy and not self.queue and now - self.last_active > idle_timeout:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.busy or now - self.last_active <= idle_timeout:
+            return
+        if self.write_blocked or transport.get_write_buffer_size():
+            # Answers wait and the client has not read for the whole timeout: close() would wait
+            # for the buffer to drain, which never comes; drop it (and the requests queued).
+            log.debug("closing an HTTP connection whose client has not read its answers for %gs", idle_timeout)
+            self.queue.clear()
+            transport.abort()
+        elif not self.queue:
+            transport.close()
 
 
 class H1Server:
