@@ -13,14 +13,15 @@ import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from devinit.server.http_api import error_response
 from devinit.server.http_wire import MAX_BODY, H1Server, Request, Response
-from support import DevinitServer, free_port, need, write_component
+from support import DevinitServer, need, write_component
 
 CALLS: list[bytes] = []  # paths that reached the handler
 T = TypeVar("T")
@@ -45,27 +46,36 @@ async def echo(req: Request) -> Response:
     return 200, [(b"Content-Type", b"text/plain")], body
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    """An H1Server with the echo handler on a loop in a thread."""
-    p = free_port()
+@contextmanager
+def h1_server(**options: Any) -> Iterator[H1Server]:
+    """An H1Server with the echo handler on a loop in a thread, on a free port."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, H1Server] = {}
 
     async def main() -> None:
-        server = H1Server(echo, "127.0.0.1", p, error_response=error_response, idle_timeout=1.0)
+        server = H1Server(echo, "127.0.0.1", 0, error_response=error_response, **options)
         await server.start()
-        holder["server"] = SERVER["server"] = server
+        holder["server"] = server
         started.set()
         await server.serve()
 
     t = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     t.start()
     assert started.wait(10)
-    yield p
-    loop.call_soon_threadsafe(holder["server"].stop)
-    t.join(10)
+    try:
+        yield holder["server"]
+    finally:
+        loop.call_soon_threadsafe(holder["server"].stop)
+        t.join(10)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    """The module's server (idle timeout 1 s), also in SERVER to look inside."""
+    with h1_server(idle_timeout=1.0) as server:
+        SERVER["server"] = server
+        yield server.port
 
 
 def talk(port: int, data: bytes, *, until_close: bool = False, responses: int = 1) -> bytes:
@@ -478,3 +488,28 @@ def test_a_trailer_that_never_ends_is_refused_as_it_arrives(port):
     chunked = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunks = b"".join(b"%x\r\n%s\r\n" % (n, b"x" * n) for n in (70_000, 1, 200_000))
     assert talk(port, chunked + chunks + b"0\r\nX-Done: yes\r\n\r\n").endswith(b"POST /c? len=270001")  # data is not a trailer
+
+
+def test_connections_past_the_cap_are_answered_503_and_closed(caplog):
+    """A listener serves at most ``max_connections`` at once: the next is told why, in its
+    answer and once in the log; once one closes, a new one is served."""
+    with h1_server(max_connections=2) as server, caplog.at_level(logging.WARNING, logger="devinit.http"):
+        p = server.port
+        first = socket.create_connection(("127.0.0.1", p), timeout=10)
+        second = socket.create_connection(("127.0.0.1", p), timeout=10)
+        for s in (first, second):  # both served, so both are counted
+            s.sendall(b"GET /in HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(1000).endswith(b"GET /in? len=0")
+        for _ in range(2):
+            refused = talk(p, b"GET /over HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True)
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"Connection: close" in refused
+            assert b"ERR_TOO_MANY_CONNECTIONS" in refused and b"2 HTTP connections are open" in refused
+        first.close()
+        for _ in range(200):  # until the server has seen it close (bounded: ~10 s)
+            if len(server.connections) < 2:
+                break
+            threading.Event().wait(0.05)
+        assert talk(p, b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"GET /again? len=0")
+        second.close()
+    refusals = [r.getMessage() for r in caplog.records if "refusing a connection" in r.getMessage()]
+    assert len(refusals) == 1 and "the most devinit serves at once" in refusals[0], refusals

@@ -49,10 +49,19 @@ _TYPE = "type.googleapis.com/google.rpc."
 _DEVINIT = (b"/devinit/", b"/ui")  # devinit's own route and page (inspector_api; it checks the token)
 
 
+# the errorCode of the HTTP server's own refusals (http_wire), by status
+_WIRE_CODES = {
+    400: "ERR_MALFORMED_REQUEST",
+    413: "ERR_BODY_TOO_LARGE",
+    431: "ERR_HEADERS_TOO_LARGE",
+    503: "ERR_TOO_MANY_CONNECTIONS",
+}
+
+
 def error_response(status: int, message: str, code: str | None = None) -> Response:
     """The contract's JSON error body (also used by the HTTP server for its own refusals)."""
     if code is None:
-        code = {400: "ERR_MALFORMED_REQUEST", 413: "ERR_BODY_TOO_LARGE", 431: "ERR_HEADERS_TOO_LARGE"}.get(status, "ERR_INTERNAL")
+        code = _WIRE_CODES.get(status, "ERR_INTERNAL")
     return status, _JSON, orjson.dumps({"errorCode": code, "message": message})
 
 

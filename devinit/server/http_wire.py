@@ -11,7 +11,8 @@ needs, and no more:
   bodies, ``Expect: 100-continue``, HEAD wherever GET is served (the handler sees a GET);
 - limits: request bodies (413, without reading a declared-too-large body), URL and header
   size (431, counted as the bytes arrive: a header that never ends is refused too), idle
-  keep-alive connections closed after ``idle_timeout``; answers waiting for a client that does
+  keep-alive connections closed after ``idle_timeout``; open connections (past
+  ``max_connections`` a new one is answered 503 and closed); answers waiting for a client that does
   not read them (answering and reading pause at the write buffer's high-water mark, and the
   connection is dropped once it has not read for ``idle_timeout``);
 - ``Upgrade`` (``h2c``: what ``curl --http2`` sends) is ignored and the request served as
@@ -48,8 +49,27 @@ log = logging.getLogger("devinit.http")
 MAX_BODY = 4 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # URL plus headers
 MAX_PIPELINED = 32  # complete requests waiting per connection before reading pauses
+# Open connections per listener: past it a new one is answered 503 and closed (a laptop's
+# clients need tens; each connection costs a file descriptor, and the stores need theirs).
+MAX_CONNECTIONS = 1024
+
+
+def connection_cap() -> int:
+    """``MAX_CONNECTIONS``, or a quarter of the process's file descriptors when that is less
+    (macOS' shells give 256): the listeners refuse before accept() fails for want of one."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit per process
+        return MAX_CONNECTIONS
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft // 4))
+
+
 LINGER = 2.0  # seconds an ending connection keeps reading (and dropping) what the client sends
 _LINGER_BYTES = 64 << 20  # and how much of it at most
+_MAX_REFUSED_LINGERING = 64  # refused connections lingering at once; past it they close at once
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -103,6 +123,7 @@ class _Protocol(asyncio.Protocol):
         self.head_fresh = False  # and it began in the chunk being parsed
         self.head_fed = 0  # bytes of the chunks that arrived wholly inside that head
         self.upgrading = False  # a request httptools will treat as an upgrade: served as HTTP/1.1
+        self.refused = False  # past the listener's max_connections: answered 503, never served
         self._reset()
 
     def _reset(self) -> None:
@@ -118,10 +139,26 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         self.last_active = self.loop.time()
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            self.refused = True
+            server.refused += 1
+            self._write(server.too_many(self.transport), _CLOSE, False, None)
+            if server.refused > _MAX_REFUSED_LINGERING:
+                self.transport.close()  # refused in a burst: no lingering for each
+            else:
+                self._close()  # lingering, so that the client reads the 503 rather than a reset
+            return
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        server = self.server
+        if self.refused:
+            server.refused -= 1
+        else:
+            server.connections.discard(self)
+            if server.refusing and len(server.connections) < server.max_connections:
+                server.refusing = False  # the next refusal is logged again
         self.transport = None
         self.queue.clear()
 
@@ -481,8 +518,12 @@ class H1Server:
         idle_timeout: float = 30.0,
         backlog: int = 2048,
         screen: Screen | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.handler = handler
+        self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.refusing = False  # at the cap, and said so in the log
+        self.refused = 0  # refused connections not closed yet (lingering)
         self.screen = screen
         self.host = host
         self.port = port
@@ -504,6 +545,18 @@ class H1Server:
 
     def internal_error(self) -> Response:
         return self.error_response(500, "internal error in devinit; the server log has the details")
+
+    def too_many(self, transport: asyncio.Transport) -> Response:
+        """The answer to a connection past ``max_connections``; logged once each time the cap
+        is reached."""
+        message = (
+            f"{len(self.connections)} HTTP connections are open on {self.host}:{self.port}, the most devinit "
+            "serves at once: close idle clients (or reuse connections) and retry"
+        )
+        if not self.refusing:
+            self.refusing = True
+            log.warning("refusing a connection from %s: %s", transport.get_extra_info("peername"), message)
+        return self.error_response(503, message)
 
     async def start(self) -> None:
         """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a
