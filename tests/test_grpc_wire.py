@@ -177,6 +177,20 @@ def test_a_response_larger_than_the_window_waits_for_window_updates(server: Devi
     c.close()
 
 
+def test_a_call_whose_request_ends_with_trailers_is_answered(server: DevinitServer) -> None:
+    """Some gRPC clients end a request with a trailers HEADERS frame after its DATA."""
+    c = Client(server.grpc_port)
+    save(c, "trailered", b"v")
+    sid = c.headers(GET)
+    c.conn.send_data(sid, grpc_message(api_v1.GetStateRequest(store_name="statestore", key="trailered")))
+    c.conn.send_headers(sid, [("x-request-trailer", "1")], end_stream=True)
+    c.flush()
+    meta, data = c.result(sid)
+    assert meta[b"grpc-status"] == b"0", meta
+    assert api_v1.GetStateResponse.FromString(data[5:]).data == b"v"
+    c.close()
+
+
 def test_a_header_block_split_over_continuation_frames(server: DevinitServer) -> None:
     """HEADERS + CONTINUATION, written by hand (h2 never splits under our 1 MiB frame size)."""
     c = Client(server.grpc_port)

@@ -322,6 +322,23 @@ def test_a_body_over_its_limit_is_answered_by_the_app_and_not_held() -> None:
     assert resets(out) == [] and goaway(out) is None
 
 
+def test_request_trailers_end_the_stream() -> None:
+    """HEADERS after DATA with END_STREAM: the request's trailers (some gRPC clients send
+    them), checked as trailers (no pseudo-header) and dropped, not parsed as a request head."""
+    app = App()
+    app.start()
+    enc = hpack.Encoder()
+    app.feed(headers_frame(1, enc.encode(REQUEST)) + h2.frame(h2.DATA, 0, 1, b"body"))
+    out = app.feed(headers_frame(1, enc.encode([("x-trailer", "1"), ("grpc-status", "0")]), end_stream=True))
+    assert resets(out) == [] and goaway(out) is None
+    assert app.events[-1] == ("ended", 1, b"body") and app.parsed == 1
+    app.feed(headers_frame(3, enc.encode(REQUEST)))  # the table stays in step: the next call decodes
+    out = app.feed(headers_frame(3, enc.encode([(":path", "/late")]), end_stream=True))  # a pseudo-header
+    assert resets(out) == [(3, h2.PROTOCOL_ERROR)] and goaway(out) is None
+    out = app.feed(headers_frame(5, enc.encode(REQUEST)) + headers_frame(5, enc.encode([("x-t", "1")])))
+    assert goaway(out) == h2.PROTOCOL_ERROR  # trailers must end the stream
+
+
 # -- 5. timeouts and the header cache --------------------------------------------------------------
 
 

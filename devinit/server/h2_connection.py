@@ -198,6 +198,24 @@ def _size_updates(block: bytes) -> int:
     return count
 
 
+def _check_field(name: bytes, value: bytes) -> None:
+    """RFC 9113 8.2 for a regular field of a request's headers or trailers."""
+    if name != name.lower():
+        raise StreamError(PROTOCOL_ERROR, f"header name {name!r} is not lower-case")
+    if name in _CONNECTION_HEADERS:
+        raise StreamError(PROTOCOL_ERROR, f"connection-specific header {name!r} in HTTP/2")
+    if name == b"te" and value != b"trailers":
+        raise StreamError(PROTOCOL_ERROR, "TE other than 'trailers'")
+
+
+def check_trailers(headers: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9113 8.1 for a request's trailers: regular fields only; raise ``StreamError`` if not."""
+    for name, value in headers:
+        if name[:1] == b":":
+            raise StreamError(PROTOCOL_ERROR, f"pseudo-header {name!r} in trailers")
+        _check_field(name, value)
+
+
 def check_request_headers(headers: list[tuple[bytes, bytes]]) -> None:
     """RFC 9113 8.1.1, 8.2 and 8.3.1 for a request: raise ``StreamError`` (malformed) if broken.
 
@@ -219,12 +237,7 @@ def check_request_headers(headers: list[tuple[bytes, bytes]]) -> None:
                 raise StreamError(PROTOCOL_ERROR, f"empty {name!r}")
             continue
         regular = True
-        if name != name.lower():
-            raise StreamError(PROTOCOL_ERROR, f"header name {name!r} is not lower-case")
-        if name in _CONNECTION_HEADERS:
-            raise StreamError(PROTOCOL_ERROR, f"connection-specific header {name!r} in HTTP/2")
-        if name == b"te" and value != b"trailers":
-            raise StreamError(PROTOCOL_ERROR, "TE other than 'trailers'")
+        _check_field(name, value)
     missing = [n.decode() for n in (b":method", b":scheme", b":path") if n not in seen]
     if missing:
         raise StreamError(PROTOCOL_ERROR, f"missing {', '.join(missing)}")
@@ -648,25 +661,21 @@ class H2Connection:
     def _headers(self, stream_id: int, flags: int, block: bytes) -> None:
         if block and block[0] & 0xE0 == 0x20 and _size_updates(block) > self.limits.max_size_updates:
             raise ProtocolFault(COMPRESSION_ERROR, "more than two HPACK table size updates in one header block")
-        try:
-            head = self._decode(block)
-        except StreamError as e:
-            head = e
         stream = self.streams.get(stream_id)
-        if stream is not None:  # trailers from the client: only its end matters
-            if not flags & END_STREAM:
-                raise ProtocolFault(PROTOCOL_ERROR, "a second HEADERS without END_STREAM")
-            if isinstance(head, StreamError):
-                self.reset(stream, head.code)
-                return
-            self._ended(stream)
+        if stream is not None:
+            self._trailers(stream, flags, block)
             return
         if stream_id % 2 == 0:
             raise ProtocolFault(PROTOCOL_ERROR, f"stream {stream_id} is not a client stream (even id)")
         if stream_id <= self.last_id:
             if stream_id in self.reset_ids:
-                return  # trailers sent before the client saw our reset
+                self._decode_fields(block)  # trailers sent before the client saw our reset: the table moves on
+                return
             raise ProtocolFault(PROTOCOL_ERROR, f"HEADERS opening stream {stream_id}, at or below the last one opened")
+        try:
+            head = self._decode(block)
+        except StreamError as e:
+            head = e
         self.last_id = stream_id
         self.opened += 1
         stream = Stream(stream_id, self.peer_initial_window)
@@ -682,8 +691,20 @@ class H2Connection:
         else:
             self.app.request(stream, head)
 
+    def _trailers(self, stream: Stream, flags: int, block: bytes) -> None:
+        """A request's trailers (HEADERS on an open stream, after its DATA): they must end the
+        stream; their fields are checked (RFC 9113 8.1) and dropped, gRPC needs none of them."""
+        if not flags & END_STREAM:
+            raise ProtocolFault(PROTOCOL_ERROR, "a second HEADERS without END_STREAM")
+        try:
+            check_trailers(self._decode_fields(block)[0])
+        except StreamError as e:
+            self.reset(stream, e.code)
+            return
+        self._ended(stream)
+
     def _decode(self, block: bytes) -> Any:
-        """The app's form of a header block (``_TOO_LARGE`` over max_header_list).
+        """The app's form of a request's header block (``_TOO_LARGE`` over max_header_list).
 
         A block that left the dynamic table as it was is remembered and not decoded again
         while the table stays unchanged; one that changed the table (an insertion, an
@@ -691,6 +712,22 @@ class H2Connection:
         cached = self.header_cache.get(block)
         if cached is not None:
             return cached
+        headers, size, changed = self._decode_fields(block)
+        if size > self.limits.max_header_list:
+            return _TOO_LARGE
+        check_request_headers(headers)
+        head = self.app.parse(headers)
+        if not changed and len(block) + size <= self.limits.header_cache_entry:
+            cost = len(block) + size
+            if self.cache_bytes + cost <= self.limits.header_cache_bytes:
+                self.header_cache[block] = head
+                self.cache_bytes += cost
+        return head
+
+    def _decode_fields(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], int, bool]:
+        """Decode ``block`` (every block is: the dynamic table must stay the client's):
+        (fields, their RFC 9113 size, whether the table changed); a change empties the
+        memory of decoded blocks."""
         table = self.decoder.header_table.dynamic_entries
         before = (len(table), table[0] if table else None)
         # a block that starts with a table size update is never remembered: replaying it
@@ -704,16 +741,7 @@ class H2Connection:
         if changed and self.header_cache:
             self.header_cache.clear()
             self.cache_bytes = 0
-        if size > self.limits.max_header_list:
-            return _TOO_LARGE
-        check_request_headers(headers)
-        head = self.app.parse(headers)
-        if not changed and len(block) + size <= self.limits.header_cache_entry:
-            cost = len(block) + size
-            if self.cache_bytes + cost <= self.limits.header_cache_bytes:
-                self.header_cache[block] = head
-                self.cache_bytes += cost
-        return head
+        return headers, size, changed
 
     def _ended(self, stream: Stream) -> None:
         stream.ended = True
