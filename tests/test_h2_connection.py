@@ -104,6 +104,14 @@ def test_two_size_updates_open_a_block_and_a_third_is_a_connection_error() -> No
     assert goaway(out) == h2.COMPRESSION_ERROR and app.conn.closing is not None
 
 
+def test_size_updates_are_counted_only_until_one_too_many() -> None:
+    """A block of ~100k size updates (within the block cap) is refused after the third, not
+    walked to its end first."""
+    block = size_update(0) * 60_000 + size_update(100_000) * 20_000
+    assert h2._size_updates(block, 2) == 3
+    assert h2._size_updates(size_update(0) + size_update(100_000) + b"\x82", 2) == 2
+
+
 def test_a_headers_frame_over_the_block_cap_is_refused_before_decoding() -> None:
     """A HEADERS frame alone (no CONTINUATION) is capped too: ~1 MiB of size updates once
     stalled the whole server."""

@@ -184,11 +184,12 @@ def _unpad(payload: bytes) -> bytes:
     return payload[1 : len(payload) - pad]
 
 
-def _size_updates(block: bytes) -> int:
-    """How many HPACK dynamic table size updates open ``block`` (they may only come first)."""
+def _size_updates(block: bytes, most: int) -> int:
+    """How many HPACK dynamic table size updates open ``block`` (they may only come first),
+    counted up to ``most`` + 1: past ``most`` the block is refused, the rest needs no walk."""
     count = pos = 0
     end = len(block)
-    while pos < end and block[pos] & 0xE0 == 0x20:
+    while pos < end and block[pos] & 0xE0 == 0x20 and count <= most:
         count += 1
         pos += 1
         if block[pos - 1] & 0x1F == 0x1F:  # a multi-byte integer: continuation bytes have the top bit
@@ -659,7 +660,11 @@ class H2Connection:
         stream.body = b""
 
     def _headers(self, stream_id: int, flags: int, block: bytes) -> None:
-        if block and block[0] & 0xE0 == 0x20 and _size_updates(block) > self.limits.max_size_updates:
+        if (
+            block
+            and block[0] & 0xE0 == 0x20
+            and _size_updates(block, self.limits.max_size_updates) > self.limits.max_size_updates
+        ):
             raise ProtocolFault(COMPRESSION_ERROR, "more than two HPACK table size updates in one header block")
         stream = self.streams.get(stream_id)
         if stream is not None:
