@@ -7,6 +7,7 @@ once more over a socket in test_grpc_wire.py, against a running `devinit serve`.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import hpack
@@ -148,6 +149,53 @@ def test_server_resets_provoked_by_the_client_are_counted() -> None:
     assert resets(out) == [(sid, h2.PROTOCOL_ERROR) for sid in range(1, 21, 2)] and goaway(out) is None
     out = app.feed(headers_frame(21, enc.encode(REQUEST)) + h2.frame(h2.WINDOW_UPDATE, 0, 21, bytes(4)))
     assert goaway(out) == h2.ENHANCE_YOUR_CALM
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        h2.frame(h2.PING, 0, 0, bytes(8)),
+        h2.frame(h2.SETTINGS, 0, 0),  # no values
+        h2.frame(h2.SETTINGS, 0, 0, struct.pack(">HI", h2.S_ENABLE_PUSH, 0)),
+        h2.frame(h2.PRIORITY, 0, 1, bytes(5)),
+        h2.frame(0x42, 0, 0, b"x"),  # an unknown type
+        h2.frame(h2.GOAWAY, 0, 0, bytes(8)),
+    ],
+    ids=["ping", "empty-settings", "settings", "priority", "unknown", "goaway"],
+)
+def test_a_flood_of_frames_that_ask_for_no_call_ends_the_connection(flood: bytes) -> None:
+    limits = Limits()
+    app = App(limits)
+    app.start()  # its SETTINGS counts as one
+    out = app.feed(flood * (limits.max_idle_frames - 1))
+    assert goaway(out) is None
+    out = app.feed(flood)
+    assert goaway(out) == h2.ENHANCE_YOUR_CALM and app.conn.closing is not None
+
+
+def test_a_flood_of_empty_data_frames_over_many_calls_ends_the_connection() -> None:
+    """Each call's empty DATA frames stay under its own limit (max_empty_data): together they
+    are a flood of frames without a new call."""
+    limits = Limits()
+    app = App(limits)
+    app.start()
+    enc = hpack.Encoder()
+    calls = 2 * limits.max_idle_frames // limits.max_empty_data + 1
+    app.feed(b"".join(headers_frame(2 * i + 1, enc.encode(REQUEST)) for i in range(calls)))
+    out = app.feed(b"".join(h2.frame(h2.DATA, 0, 2 * i + 1, b"") * limits.max_empty_data for i in range(calls)))
+    assert resets(out) == [] and goaway(out) == h2.ENHANCE_YOUR_CALM
+
+
+def test_frames_that_ask_for_no_call_between_calls_are_fine() -> None:
+    limits = Limits()
+    app = App(limits)
+    app.start()
+    enc = hpack.Encoder()
+    ping = h2.frame(h2.PING, 0, 0, bytes(8))
+    for i in range(10):
+        out = app.feed(ping * (limits.max_idle_frames // 2) + headers_frame(2 * i + 1, enc.encode(REQUEST), end_stream=True))
+        assert goaway(out) is None, i
+    assert [e[:2] for e in app.events if e[0] == "request"] == [("request", 2 * i + 1) for i in range(10)]
 
 
 def test_resets_older_than_the_window_are_forgotten() -> None:

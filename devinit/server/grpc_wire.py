@@ -19,7 +19,8 @@ that is not gRPC (another content type) gets HTTP 415. Limits (``Limits``, h2_co
 4 MiB per request message, compressed or not (RESOURCE_EXHAUSTED), ``MAX_STREAMS`` calls per
 connection (REFUSED_STREAM past it), 64 KiB of request headers (that call fails with
 RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection, 2,000 streams reset
-in 10 s (GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least every 5 minutes.
+in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row without a new call
+(both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least every 5 minutes.
 Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),
 the calls in flight finish (bounded), then the final GOAWAY and close.
 """

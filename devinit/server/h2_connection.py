@@ -68,6 +68,9 @@ class Limits:
     max_buffered: int = 32 << 20  # request bytes held across the connection's unfinished streams
     max_empty_data: int = 16  # empty DATA frames without END_STREAM on one stream: reset past it
     max_resets: int = 2000  # streams reset (by either side) within reset_window: GOAWAY ENHANCE_YOUR_CALM past it
+    # frames that ask for no call (PING, SETTINGS, PRIORITY, empty DATA, unknown types) in a run
+    # without a new stream: GOAWAY ENHANCE_YOUR_CALM past it (clients send a few between calls)
+    max_idle_frames: int = 1000
     reset_window: float = 10.0
     preface_timeout: float = 10.0  # seconds from the connection to the client's preface
     idle_timeout: float = 300.0  # seconds without an open stream nor a new one: GOAWAY NO_ERROR, close
@@ -257,6 +260,8 @@ class H2Connection:
         self.last_stream_at = self.started  # idleness counts from here (moved by tick)
         self.opened = 0  # streams opened so far
         self.opened_seen = 0  # as tick last saw it
+        self.idle_frames = 0  # frames that asked for no call (_no_call), since idle_mark
+        self.idle_mark = 0  # ``opened`` when that count began
         self.decoder = hpack.Decoder()
         # the decoder's own limit would stop mid-block (the table then differs from the
         # client's): let it decode up to max_decoded, and judge max_header_list after
@@ -483,6 +488,7 @@ class H2Connection:
         elif kind == PING:
             if stream_id:
                 raise ProtocolFault(PROTOCOL_ERROR, "PING on a stream")
+            self._no_call()
             if len(payload) != 8:
                 raise ProtocolFault(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
             if not flags & ACK:
@@ -492,6 +498,7 @@ class H2Connection:
         elif kind == PRIORITY:
             if stream_id == 0:
                 raise ProtocolFault(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            self._no_call()
             if len(payload) != 5:  # a stream error (RFC 9113 6.3)
                 stream = self.streams.get(stream_id)
                 if stream is not None:
@@ -502,10 +509,11 @@ class H2Connection:
         elif kind == GOAWAY:
             if stream_id:
                 raise ProtocolFault(PROTOCOL_ERROR, "GOAWAY on a stream")
-            # the client opens no more streams; the ones in flight are still answered
+            self._no_call()  # the client opens no more streams; the ones in flight are still answered
         elif kind == PUSH_PROMISE:
             raise ProtocolFault(PROTOCOL_ERROR, "a client may not send PUSH_PROMISE")
-        # unknown frame types are ignored, as RFC 9113 asks
+        else:  # unknown frame types are ignored, as RFC 9113 asks; counted
+            self._no_call()
 
     def _idle(self, stream_id: int) -> bool:
         """A stream the client never opened (RFC 9113 5.1: idle)."""
@@ -535,9 +543,25 @@ class H2Connection:
         if len(resets) > self.limits.max_resets:  # may run outside receive (an app's reset): no raise
             self.fail(ENHANCE_YOUR_CALM, "too many streams reset")
 
+    def _no_call(self) -> None:
+        """Count a frame that asks for no call (a PING, SETTINGS...): a client may send a few
+        between calls, not floods of them (each costs us a frame's work, some an answer). Past
+        ``max_idle_frames`` the count starts again if a stream was opened meanwhile, else the
+        connection ends. Only these frames count: the request path does no work for it."""
+        self.idle_frames += 1
+        if self.idle_frames > self.limits.max_idle_frames:
+            if self.opened == self.idle_mark:
+                raise ProtocolFault(
+                    ENHANCE_YOUR_CALM,
+                    f"over {self.limits.max_idle_frames} PING, SETTINGS, PRIORITY or empty frames without a call",
+                )
+            self.idle_mark = self.opened
+            self.idle_frames = 1
+
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
             raise ProtocolFault(PROTOCOL_ERROR, "SETTINGS on a stream")
+        self._no_call()
         if flags & ACK:
             if payload:
                 raise ProtocolFault(FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
@@ -628,6 +652,7 @@ class H2Connection:
             self.reset(stream, STREAM_CLOSED)
             return
         if not payload and not flags & END_STREAM:
+            self._no_call()
             stream.empties += 1
             if stream.empties > self.limits.max_empty_data:
                 self.reset(stream, ENHANCE_YOUR_CALM)
