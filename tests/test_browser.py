@@ -9,6 +9,7 @@ daprd offers it; clients that send no Origin are unaffected.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -111,6 +112,34 @@ def test_allowed_origins_get_cors(srv: DevinitServer, origin: str) -> None:
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == origin and "Origin" in r.headers["vary"]
     got = httpx.get(srv.url + "/v1.0/state/statestore/cors", headers={"origin": origin}, timeout=10)
     assert got.headers["access-control-allow-origin"] == origin and "ETag" in got.headers["access-control-expose-headers"]
+
+
+def _raw(srv: DevinitServer, request: bytes) -> bytes:
+    """Send ``request`` as is; the answer, until the server closes."""
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as s:
+        s.sendall(request)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com", "http://localhost:8080", "https://evil.example"])
+def test_the_http_servers_own_refusals_carry_cors_for_allowed_origins(srv: DevinitServer, origin: str) -> None:
+    """413, 431 and 400 come from the HTTP layer before any handler: a page of an allowed origin
+    reads them as the API's own errors (not an opaque network failure); others get no CORS."""
+    allowed = origin != "https://evil.example"
+    head = f"Host: 127.0.0.1\r\nOrigin: {origin}\r\n".encode()
+    answers = {
+        413: _raw(srv, b"POST /v1.0/state/statestore HTTP/1.1\r\n" + head + b"Content-Length: 99999999\r\n\r\n"),
+        431: _raw(srv, b"GET /v1.0/state/statestore/k HTTP/1.1\r\n" + head + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n"),
+        400: _raw(srv, b"GET /v1.0/state/statestore/k HTTP/1.1\r\n" + head + b"Content-Length: x\r\n\r\n"),
+    }
+    for status, got in answers.items():
+        assert got.startswith(b"HTTP/1.1 %d " % status), got[:200]
+        lines = got.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert (b"access-control-allow-origin: " + origin.encode() in lines) is allowed, (status, lines)
+        assert (b"vary: origin" in lines) is allowed, (status, lines)
 
 
 def test_a_preflight_from_a_foreign_origin_is_refused(srv: DevinitServer) -> None:

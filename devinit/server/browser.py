@@ -18,7 +18,8 @@ DNS-rebinding page reaches the server under its own host name. So, before any ha
 - CORS for the allowed origins, as daprd offers it: a preflight (``OPTIONS`` with
   ``Access-Control-Request-Method``) is answered 204, before the API token is checked (a
   browser never sends the token in a preflight), echoing the requested method and headers
-  (``dapr-api-token``, ``content-type``...); other answers carry ``Access-Control-Allow-Origin``.
+  (``dapr-api-token``, ``content-type``...); other answers carry ``Access-Control-Allow-Origin``,
+  the HTTP layer's own refusals too (400, 413, 431: ``cors``), so a page reads their error.
 
 Clients that send no Origin (the SDKs, curl) are unaffected. Where devinit differs from daprd
 is in docs/state-api.md ("Browsers").
@@ -126,6 +127,22 @@ class BrowserPolicy:
             self.allowed[value] = ok
         return ok
 
+    def _allow(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        return [(b"Access-Control-Allow-Origin", b"*" if self.all_origins else origin), (b"Vary", b"Origin")]
+
+    def cors(self, headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
+        """``http_wire``'s hook for the answers it gives itself (400, 413, 431: no handler, no
+        ``screen``): the CORS headers when the request (its headers as far as they were read)
+        comes from an allowed origin for this server's Host, so that its page reads the error;
+        None otherwise."""
+        origin = headers.get(b"origin")
+        if origin is None or not self.origin_ok(origin):
+            return None
+        host = headers.get(b"host")
+        if host is not None and not self.host_ok(host):
+            return None
+        return self._allow(origin)
+
     def screen(self, req: Request) -> Response | list[tuple[bytes, bytes]] | None:
         """``http_wire``'s hook: None to serve as is, a Response to answer instead, or the CORS
         headers to add to the handler's answer."""
@@ -150,7 +167,7 @@ class BrowserPolicy:
                 "devinit's API (start devinit serve with --allowed-origins naming it to allow it)",
                 "ERR_ORIGIN_NOT_ALLOWED",
             )
-        cors = [(b"Access-Control-Allow-Origin", b"*" if self.all_origins else origin), (b"Vary", b"Origin")]
+        cors = self._allow(origin)
         requested = headers.get(b"access-control-request-method")
         if req.method == "OPTIONS" and requested is not None:
             if requested.strip().upper() not in _METHODS:

@@ -23,7 +23,8 @@ needs, and no more:
   sends is read and dropped for a moment (bounded), so that it reads the answer instead of a
   reset (a 413 for a body it is still sending);
 - ``screen``, when given, sees each request before the handler (``browser.BrowserPolicy``):
-  it may answer instead, or name headers to add to the answer;
+  it may answer instead, or name headers to add to the answer; ``cors`` names headers to
+  add to the server's own refusals (400, 413, 431), from the headers read so far;
 - graceful stop: stop listening, let requests in flight finish (bounded), close the rest.
 
 The handler is ``async def handler(request: Request) -> Response`` with the whole body read.
@@ -91,6 +92,8 @@ Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 #: before the handler: None to serve, a Response to answer instead, or headers to add to the answer
 Screen = Callable[[Request], "Response | list[tuple[bytes, bytes]] | None"]
+#: for the server's own refusals (400, 413, 431): headers to add, from the request's headers as read
+Cors = Callable[[dict[bytes, bytes]], "list[tuple[bytes, bytes]] | None"]
 #: keep-alive as queued with a request: close, keep (HTTP/1.1), keep and say so (HTTP/1.0)
 _CLOSE, _KEEP, _KEEP_ECHO = 0, 1, 2
 
@@ -342,7 +345,7 @@ class _Protocol(asyncio.Protocol):
             keep_alive = _KEEP_ECHO
         head = False
         if self.refusal is not None:
-            item: Request | Response = self.refusal
+            item: Request | Response = self._with_cors(self.refusal)
             if self.refusal_closes:
                 keep_alive = _CLOSE
         else:
@@ -482,6 +485,7 @@ class _Protocol(asyncio.Protocol):
         self.failed = True
         if self.transport is None or self.transport.is_closing() or self.lingering:
             return  # already ended (half-closed): one answer that ends it is enough
+        response = self._with_cors(response)
         if self.busy or self.queue:  # pipelined requests before this one are answered first
             self.queue.append((response, _CLOSE, False))
             if not self.paused:
@@ -490,6 +494,18 @@ class _Protocol(asyncio.Protocol):
             return
         self._write(response, _CLOSE, False, None)
         self._close()
+
+    def _with_cors(self, response: Response) -> Response:
+        """A refusal of the request being read, with the CORS headers its origin may have
+        (``H1Server.cors``): a page reads the error instead of an opaque failure."""
+        cors = self.server.cors
+        if cors is None or b"origin" not in self.headers:
+            return response
+        extra = cors(self.headers)
+        if not extra:
+            return response
+        status, headers, body = response
+        return status, [*headers, *extra], body
 
     def close_if_idle(self, now: float, idle_timeout: float) -> None:
         transport = self.transport
@@ -518,9 +534,11 @@ class H1Server:
         idle_timeout: float = 30.0,
         backlog: int = 2048,
         screen: Screen | None = None,
+        cors: Cors | None = None,
         max_connections: int | None = None,
     ) -> None:
         self.handler = handler
+        self.cors = cors
         self.max_connections = connection_cap() if max_connections is None else max_connections
         self.refusing = False  # at the cap, and said so in the log
         self.refused = 0  # refused connections not closed yet (lingering)

@@ -100,7 +100,12 @@ async def serve_async(opts: ServeOptions, on_ready: OnReady | None = None) -> in
         # The inspector's live feed sees calls of both front ends (a flag check while unwatched).
         grpc_server.handler = app.inspector.feed.watch_grpc(grpc_server.handler)
         server = H1Server(
-            app.inspector.feed.watch_http(app), opts.host, opts.http_port, error_response=error_response, screen=browsers.screen
+            app.inspector.feed.watch_http(app),
+            opts.host,
+            opts.http_port,
+            error_response=error_response,
+            screen=browsers.screen,
+            cors=browsers.cors,
         )
         try:
             await server.start()
