@@ -110,6 +110,8 @@ def bad_cases(marker: str) -> list[Case]:
     cases.append(Case("save: bad consistency param", "POST", S + "?consistency=sometimes", _j([ok])))
     cases.append(Case("save: bad concurrency param", "POST", S + "?concurrency=x", _j([ok])))
     cases.append(Case("save: bad ttl param", "POST", S + "?metadata.ttlInSeconds=abc", _j([ok])))
+    cases.append(Case("save: a bad escape in a query parameter", "POST", S + "?metadata.note=%zz", _j([ok]), status=400))
+    cases.append(Case("save: a query parameter not UTF-8", "POST", S + "?metadata.note=%C3", _j([ok]), status=400))
     cases.append(Case("save: bad consistency header", "POST", S, _j([ok]), {"consistency": "sometimes"}))
     cases.append(Case("save: bad concurrency header", "POST", S, _j([ok]), {"concurrency": "all-write"}))
     cases.append(Case("save: unknown store", "POST", "/v1.0/state/nosuchstore", _j([ok]), code="ERR_STATE_STORE_NOT_FOUND"))

@@ -6,6 +6,8 @@ gRPC, for what the feed sees). The page itself is tested in a real browser (test
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import threading
 import time
 import uuid
@@ -225,6 +227,38 @@ def test_an_export_page_holds_a_bounded_size_of_values(c: httpx.Client, tag: str
     while body.get("cursor", "") is not None:  # a Redis clear may take several pages
         body["cursor"] = c.post(f"{R}stores/statestore/clear", json=body).json()["cursor"]
     assert list_all(c, f"big||{tag}") == []
+
+
+def test_query_parameters_are_read_by_the_state_apis_rule(c: httpx.Client, tag: str):
+    """One rule for every route's query string (server/urls.py): the first of a repeated name
+    wins (as daprd, Go's url.Values.Get), %XX is UTF-8, '+' is a space, a bad escape or bytes
+    that are not UTF-8 are a 400 naming the parameter."""
+    for key in (f"q||{tag}-é", f"q||{tag}-a b"):
+        assert put(c, key, {"value": 1}).status_code == 200
+
+    def keys(raw_query: bytes) -> tuple[int, dict]:
+        """GET the listing with the query's bytes as they are (httpx would encode them)."""
+        head = f"GET {R}stores/statestore/keys?".encode() + raw_query + b" HTTP/1.1\r\nHost: localhost\r\n"
+        with socket.create_connection((c.base_url.host, c.base_url.port), timeout=10) as s:
+            s.sendall(head + b"Connection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        status_line, _, rest = got.partition(b"\r\n")
+        return int(status_line.split()[1]), json.loads(rest.split(b"\r\n\r\n", 1)[1])
+
+    def found(raw_query: bytes) -> list[str]:
+        status, body = keys(raw_query)
+        assert status == 200, body
+        return [k["key"] for k in body["keys"]]
+
+    prefix = f"q||{tag}-".encode()
+    assert found(b"prefix=" + prefix + b"%C3%A9") == [f"q||{tag}-é"]
+    assert found(b"prefix=" + prefix + b"a+b") == [f"q||{tag}-a b"]
+    assert found(b"prefix=" + prefix + b"a&prefix=" + prefix + b"%C3") == [f"q||{tag}-a b"]  # the first wins
+    for bad in (b"prefix=%zz", b"prefix=%C3"):  # (raw bytes past ASCII: httptools answers 400)
+        status, body = keys(bad)
+        assert status == 400 and "prefix" in body["message"], (bad, body)
 
 
 def test_bad_requests_say_what_to_do(c: httpx.Client, tag: str):

@@ -15,9 +15,9 @@ import pytest
 
 from devinit.components import ComponentSpec, load_components
 from devinit.errors import ApiError, ComponentError
-from devinit.server.http_api import _params, _segment, clean_path
-from devinit.server.http_wire import Request
+from devinit.server.http_api import clean_path
 from devinit.server.runtime import is_projection, key_prefix, parse_etag, parse_metadata, parse_options
+from devinit.server.urls import query_params, unescape
 
 # -- options: (first_write, strong) ------------------------------------------------------
 
@@ -202,13 +202,13 @@ def test_clean_path(path: bytes, expected: bytes) -> None:
     ],
 )
 def test_path_parameter(raw: bytes, expected: str) -> None:
-    assert _segment(raw, "key") == expected
+    assert unescape(raw, "the key in the URL") == expected
 
 
 @pytest.mark.parametrize(("raw", "said"), [(b"a%zz", "two hex digits"), (b"a%", "two hex digits"), (b"%C3%28", "UTF-8")])
 def test_bad_path_parameter(raw: bytes, said: str) -> None:
     with pytest.raises(ApiError) as excinfo:
-        _segment(raw, "key")
+        unescape(raw, "the key in the URL")
     assert excinfo.value.http_status == 400 and said in excinfo.value.message
 
 
@@ -220,10 +220,21 @@ def test_bad_path_parameter(raw: bytes, said: str) -> None:
         (b"metadata.ttlInSeconds=60&metadata.ttlInSeconds=5", {"metadata.ttlInSeconds": "60"}),  # the first counts, as Go's Get
         (b"k=a+b%2Bc", {"k": "a b+c"}),
         (b"flag&x=", {"flag": "", "x": ""}),
+        (b"a=1&&b=%C3%BC", {"a": "1", "b": "ü"}),
+        (b"a=1&a=%zz", {"a": "1"}),  # a repeat is not read: its escape does not matter
     ],
 )
 def test_query_parameters(query: bytes, expected: dict[str, str]) -> None:
-    assert _params(Request("GET", b"/v1.0/state/s/k", query, {}, b"")) == expected
+    assert query_params(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "said"), [(b"x=%zz", "'x' has a '%'"), (b"x=%C3", "'x' is not valid UTF-8"), (b"%zz=1", "name")]
+)
+def test_bad_query_parameters(query: bytes, said: str) -> None:
+    with pytest.raises(ApiError) as excinfo:
+        query_params(query)
+    assert excinfo.value.http_status == 400 and said in excinfo.value.message
 
 
 # -- component names: any valid path segment, as daprd ------------------------------------

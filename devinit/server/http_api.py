@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
@@ -34,6 +32,7 @@ from devinit.server.runtime import (
     check_token,
     warn_once,
 )
+from devinit.server.urls import query_params, unescape
 
 log = logging.getLogger("devinit.http")
 
@@ -44,7 +43,6 @@ _STATE = b"/v1.0/state/"
 _QUERY = b"/v1.0-alpha1/state/"
 _METADATA = b"/v1.0/metadata"
 _WRITE = ("POST", "PUT")
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # what Go's url.QueryUnescape refuses
 _TYPE = "type.googleapis.com/google.rpc."
 _DEVINIT = (b"/devinit/", b"/ui")  # devinit's own route and page (inspector_api; it checks the token)
 
@@ -139,7 +137,7 @@ class HttpApp:
             check_token(self.token, req.headers.get(b"dapr-api-token"))
         if path.startswith(_STATE):
             store, sep, rest = path[12:].partition(b"/")
-            name = _segment(store, "store name")
+            name = unescape(store, "the store name in the URL")
             if not name:
                 raise malformed("the store name is missing from the URL: /v1.0/state/<store>")
             if not rest:
@@ -157,13 +155,13 @@ class HttpApp:
         if path.startswith(_QUERY) and path.endswith(b"/query"):
             if method not in _WRITE:
                 raise _not_allowed(req)
-            return self._query(_segment(path[len(_QUERY) : -6], "store name"), req)
+            return self._query(unescape(path[len(_QUERY) : -6], "the store name in the URL"), req)
         if path == _METADATA and method == "GET":
             return _answer(_json(metadata_json(self.runtime.metadata())))
         if path.startswith(b"/v1.0/metadata/") and b"/" not in path[15:]:
             if method != "PUT":
                 raise _not_allowed(req)
-            self.runtime.set_metadata(_segment(path[15:], "metadata key"), req.body.decode("utf-8", "replace"))
+            self.runtime.set_metadata(unescape(path[15:], "the metadata key in the URL"), req.body.decode("utf-8", "replace"))
             return _answer(_NO_CONTENT)
         if path == b"/v1.0/shutdown" and self.on_shutdown is not None:
             if method != "POST":
@@ -176,7 +174,7 @@ class HttpApp:
     # -- handlers ----------------------------------------------------------------------
 
     async def _get(self, store: str, key: str, req: Request) -> Response:
-        params = _params(req)
+        params = query_params(req.query)
         item = await self.runtime.get(store, key, _option(req, params, "consistency", b"consistency"))
         if item is None:
             return _NO_CONTENT
@@ -196,7 +194,7 @@ class HttpApp:
             body = loads(body.encode())
         if not isinstance(body, list):
             raise malformed("the save body must be a JSON array of {key, value, etag?, metadata?, options?}")
-        params = _params(req)
+        params = query_params(req.query)
         query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
         items = []
         for i, raw in enumerate(body):
@@ -207,7 +205,7 @@ class HttpApp:
         return _NO_CONTENT
 
     async def _delete(self, store: str, key: str, req: Request) -> Response:
-        params = _params(req)
+        params = query_params(req.query)
         etag = _header(req, b"if-match")
         if etag and len(etag) >= 2 and etag[0] == etag[-1] == '"':
             warn_once(
@@ -242,7 +240,7 @@ class HttpApp:
             operations = []
         if not isinstance(operations, list):
             raise malformed("operations must be an array of {operation, request}")
-        params = _params(req)
+        params = query_params(req.query)
         # metadata.<name> query parameters reach each operation (as daprd); the body's `metadata`
         # is the transaction's own and does not
         query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
@@ -317,7 +315,7 @@ def _request(raw: dict[str, Any], extra_meta: dict[str, str], where: str) -> Sav
     return SaveRequest(raw.get("key"), dumps_value(raw.get("value")), raw.get("etag"), metadata, raw.get("options"))
 
 
-def _option_defaults(req: Request, params: dict[str, str]) -> dict[str, str | None]:
+def _option_defaults(req: Request, params: Mapping[str, str]) -> dict[str, str | None]:
     """Request-level consistency / concurrency: the query string first, then headers."""
     return {
         "consistency": _option(req, params, "consistency", b"consistency"),
@@ -325,7 +323,7 @@ def _option_defaults(req: Request, params: dict[str, str]) -> dict[str, str | No
     }
 
 
-def _option(req: Request, params: dict[str, str], name: str, header: bytes) -> str | None:
+def _option(req: Request, params: Mapping[str, str], name: str, header: bytes) -> str | None:
     """A request-level option from the query string, else (a leniency: daprd ignores it) a header."""
     value = params.get(name)
     if value:
@@ -362,18 +360,6 @@ def clean_path(path: bytes) -> bytes:
     return b"/" + b"/".join(out)
 
 
-def _segment(raw: bytes, what: str) -> str:
-    """A path parameter as daprd decodes it (Go's ``url.QueryUnescape``: ``%XX``, and ``+`` is a space)."""
-    try:
-        if b"%" not in raw and b"+" not in raw:
-            return raw.decode("utf-8")
-        if _BAD_ESCAPE.search(raw):
-            raise malformed(f"the {what} in the URL has a '%' that is not followed by two hex digits: write % as %25")
-        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise malformed(f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
-
-
 def _key(raw: bytes) -> str:
     """The key of GET / DELETE /v1.0/state/<store>/<key>."""
     if b"/" in raw:  # daprd routes /a/b nowhere (404): a slash in a key must be %2F
@@ -383,17 +369,7 @@ def _key(raw: bytes) -> str:
             "percent-encode it as %%2F",
             raw.decode("latin-1"),
         )
-    return _segment(raw, "key")
-
-
-def _params(req: Request) -> dict[str, str]:
-    """The query parameters; the first of a repeated name wins (Go's url.Values.Get)."""
-    if not req.query:
-        return {}
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
-        out.setdefault(name, value)
-    return out
+    return unescape(raw, "the key in the URL")
 
 
 def _header(req: Request, name: bytes) -> str | None:

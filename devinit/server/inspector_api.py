@@ -22,10 +22,10 @@ import base64
 import binascii
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -34,6 +34,7 @@ from devinit.server.feed import MAX_WAIT, Feed
 from devinit.server.http_wire import Request, Response
 from devinit.server.json_values import dumps_value, loads
 from devinit.server.runtime import MAX_KEY_BYTES, Runtime, check_token
+from devinit.server.urls import query_params
 from devinit.state.base import (
     MAX_LIST_LIMIT,
     DeleteOp,
@@ -160,7 +161,7 @@ def _item_json(key: str, item: StoredItem, req: Request) -> dict[str, Any]:
     """One key's answer; ``?as=base64`` gives the value as base64 whatever it holds (the page
     reads the stored bytes exactly that way: a browser's JSON.parse rounds big integers)."""
     value, kind = value_out(item.value)
-    if kind == JSON_TYPE and _params(req).get("as") == "base64":
+    if kind == JSON_TYPE and query_params(req.query).get("as") == "base64":
         value = base64.b64encode(item.value).decode("ascii")
     return {
         "key": key,
@@ -201,11 +202,7 @@ def _segment(raw: bytes, what: str) -> str:
         raise malformed(f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
 
 
-def _params(req: Request) -> dict[str, str]:
-    return dict(parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)) if req.query else {}
-
-
-def _limit(params: dict[str, str], default: int) -> int:
+def _limit(params: Mapping[str, str], default: int) -> int:
     raw = params.get("limit")
     if raw is None or raw == "":
         return default
@@ -332,7 +329,7 @@ class InspectorApp:
         return {"appId": rt.app_id, "stores": out, "failed": failed, "now": time.time()}
 
     async def _list(self, store: str, req: Request) -> Response:
-        params = _params(req)
+        params = query_params(req.query)
         prefix, cursor, limit = _prefix(params.get("prefix")), _cursor(params.get("cursor")), _limit(params, DEFAULT_PAGE)
         page: KeyPage = await self.runtime.store_call(store, "ERR_STATE_LIST_KEYS", lambda s: s.list_keys(prefix, cursor, limit))
         return _json({"keys": [_key_json(k) for k in page.keys], "cursor": page.cursor, "now": time.time()})
@@ -364,13 +361,13 @@ class InspectorApp:
         return _NO_CONTENT if item is None else _json(_item_json(key, item, req))
 
     async def _delete(self, store: str, key: str, req: Request) -> Response:
-        etag = _params(req).get("etag") or req.headers.get(b"if-match", b"").decode("latin-1").strip('"') or None
+        etag = query_params(req.query).get("etag") or req.headers.get(b"if-match", b"").decode("latin-1").strip('"') or None
         op = DeleteOp(key, etag)
         await self.runtime.store_call(store, "ERR_STATE_DELETE", lambda s: s.delete(op), key)
         return _NO_CONTENT
 
     async def _export(self, store: str, req: Request) -> Response:
-        params = _params(req)
+        params = query_params(req.query)
         prefix, cursor, limit = _prefix(params.get("prefix")), _cursor(params.get("cursor")), _limit(params, MAX_PAGE)
         page = await self._export_page(store, prefix, cursor, limit)
         keys = [k.key for k in page.keys]
@@ -446,7 +443,7 @@ class InspectorApp:
         return _json({"deleted": len(ops), "cursor": page.cursor})
 
     async def _events(self, req: Request) -> Response:
-        params = _params(req)
+        params = query_params(req.query)
         after_raw, wait_raw = params.get("after", ""), params.get("wait", "0")
         after = plain_count(after_raw) if after_raw else None
         if after_raw and after is None:
