@@ -15,7 +15,7 @@ import pytest
 
 from devinit.components import STATE_TYPES, ComponentSpec
 from devinit.errors import ApiError, BadCursor, ComponentError, QueryError
-from devinit.server.runtime import BULK_SLICE, MAX_BULK_ANSWER, Runtime, StoreEntry, parse_ttl
+from devinit.server.runtime import BULK_SLICE, MAX_BULK_ANSWER, MAX_EXTENDED_BYTES, Runtime, StoreEntry, parse_ttl
 from devinit.state import STORE_MODULES, create_store, default_ttl, store_class
 from devinit.state.base import MAX_TTL_SECONDS, SetOp, Store, ttl_seconds
 from devinit.state.memory import MemoryStore
@@ -470,3 +470,22 @@ def test_a_bulk_get_over_the_limit_stops_reading_the_store_early() -> None:
         assert store.read == [BULK_SLICE]  # a request of one slice of keys: one round trip
 
     asyncio.run(go())
+
+
+def test_extended_metadata_is_bounded_in_bytes_across_entries() -> None:
+    """The 1 MiB bound on what clients keep under ``extended`` counts UTF-8 bytes of every
+    entry (characters let 4 MiB through), and a replaced entry counts once."""
+    runtime = Runtime({}, {})
+    third = "é" * (MAX_EXTENDED_BYTES // 6 + 1)  # over a third of the bound in bytes, a sixth in characters
+    runtime.set_metadata("a", third)
+    runtime.set_metadata("b", third)
+    with pytest.raises(ApiError) as e:
+        runtime.set_metadata("c", third + third)
+    assert e.value.http_status == 400 and "over devinit's limit" in e.value.message
+    assert sorted(runtime.extended) == ["a", "b"]
+    for _ in range(3):  # replacing an entry frees what it held
+        runtime.set_metadata("a", "x" * (MAX_EXTENDED_BYTES // 2))
+    runtime.set_metadata("a", "")
+    runtime.set_metadata("c", third)
+    with pytest.raises(ApiError):
+        runtime.set_metadata("d", third)

@@ -306,6 +306,7 @@ class Runtime:
         self.store_timeout = store_timeout
         self.errors: list[ComponentError] = []
         self.extended: dict[str, str] = {}  # set by clients: PUT /v1.0/metadata/{key}, SetMetadata
+        self.extended_bytes = 0  # their keys' and values' bytes (UTF-8), against MAX_EXTENDED_BYTES
         self.notes: list[str] = []  # documents skipped, a password taken from devinit's Redis: for the log
         # whether each store answers: shown by /v1.0/metadata and `devinit status`
         self.monitor = HealthMonitor({n: e.store for n, e in entries.items()}, health_interval, store_timeout)
@@ -682,16 +683,23 @@ class Runtime:
         return RuntimeMetadata(self.app_id or "", __version__, tuple(components), extended)
 
     def set_metadata(self, key: str, value: str) -> None:
-        """Keep ``key: value`` under ``extended`` (an empty key is a no-op, as in daprd)."""
+        """Keep ``key: value`` under ``extended`` (an empty key is a no-op, as in daprd).
+
+        The entries' bytes (UTF-8, keys and values) are kept as a running total, so a call
+        costs its own entry's size, not a walk over every entry."""
         if not key:
             return
-        size = len(key) + len(value) + sum(len(k) + len(v) for k, v in self.extended.items() if k != key)
+        old = self.extended.get(key)
+        size = self.extended_bytes + _utf8_size(key) + _utf8_size(value)
+        if old is not None:
+            size -= _utf8_size(key) + _utf8_size(old)
         if size > MAX_EXTENDED_BYTES:
             raise malformed(
                 f"the extended metadata would hold {size} bytes, over devinit's limit of {MAX_EXTENDED_BYTES}: "
                 "keep fewer or shorter values"
             )
         self.extended[key] = value
+        self.extended_bytes = size
 
     # -- the devinit route (server/inspector_api.py): keys as stored, of every app id -----
 
@@ -704,6 +712,11 @@ class Runtime:
         whole = StoreEntry(entry.store, entry.spec, "", entry.default_ttl)  # errors name keys whole
         result: T = await self._call(whole, code, call(entry.store), key)
         return result
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (a lone surrogate from a client counts as 3)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _at(index: int, count: int, build: Any, entry: StoreEntry, req: Any, defaults: Any, where: str = "item {}") -> Any:
