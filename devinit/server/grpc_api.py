@@ -192,7 +192,7 @@ class DaprServicer:
             return error_reply(e)
         return Reply(message=response.SerializeToString())
 
-    async def GetState(self, request: Any) -> Any:  # noqa: N802 - generated name
+    async def GetState(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """One key; a missing key is OK with empty data and etag."""
         consistency = _CONSISTENCY.get(request.consistency)
         item = await self.runtime.get(request.store_name, request.key, consistency)
@@ -200,7 +200,7 @@ class DaprServicer:
             return api_v1.GetStateResponse()
         return api_v1.GetStateResponse(data=item.value, etag=item.etag, metadata=_item_metadata(item))
 
-    async def GetBulkState(self, request: Any) -> Any:  # noqa: N802
+    async def GetBulkState(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Many keys, each once, in the order asked; a missing key is an item with its key alone,
         one the store failed to read has ``error`` (parallelism: accepted, not needed)."""
         items = await self.runtime.bulk_get(request.store_name, list(request.keys))
@@ -213,24 +213,24 @@ class DaprServicer:
                 out.append(api_v1.BulkStateItem(key=b.key, data=item.value, etag=item.etag, metadata=_item_metadata(item)))
         return api_v1.GetBulkStateResponse(items=out)
 
-    async def SaveState(self, request: Any) -> Any:  # noqa: N802
+    async def SaveState(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Save items independently (ABORTED naming the keys whose etag check failed)."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before a bad item
         items = [_save_request(item) for item in request.states]
         await self.runtime.save(request.store_name, items)
         return empty_pb2.Empty()
 
-    async def DeleteState(self, request: Any) -> Any:  # noqa: N802
+    async def DeleteState(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Delete one key; with an etag only if it matches."""
         await self.runtime.delete(request.store_name, _delete_request(request))
         return empty_pb2.Empty()
 
-    async def DeleteBulkState(self, request: Any) -> Any:  # noqa: N802
+    async def DeleteBulkState(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Delete keys independently (ABORTED naming the keys whose etag check failed)."""
         await self.runtime.delete_many(request.store_name, [_delete_request(s) for s in request.states])
         return empty_pb2.Empty()
 
-    async def ExecuteStateTransaction(self, request: Any) -> Any:  # noqa: N802
+    async def ExecuteStateTransaction(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Apply upserts and deletes in order, all or nothing."""
         self.runtime.entry(request.storeName)
         shared = dict(request.metadata)
@@ -243,14 +243,14 @@ class DaprServicer:
         await self.runtime.transact(request.storeName, ops, shared)
         return empty_pb2.Empty()
 
-    async def QueryStateAlpha1(self, request: Any) -> Any:  # noqa: N802
+    async def QueryStateAlpha1(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """The query language of docs/state-api.md; ``query`` is the JSON document as text."""
         self.runtime.entry(request.store_name)  # an unknown store is reported before a bad query
         results, token = await self.runtime.query(request.store_name, loads(request.query.encode()))
         items = [api_v1.QueryStateItem(key=k, data=v, etag=e) for k, v, e in results]
         return api_v1.QueryStateResponse(results=items, token=token or "")
 
-    async def GetMetadata(self, request: Any) -> Any:  # noqa: N802
+    async def GetMetadata(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """The same facts as GET /v1.0/metadata."""
         meta = self.runtime.metadata()
         components = [
@@ -264,7 +264,7 @@ class DaprServicer:
             extended_metadata=meta.extended,  # what clients set, and devinit.health.<store>: up / down: <error>
         )
 
-    async def SetMetadata(self, request: Any) -> Any:  # noqa: N802
+    async def SetMetadata(self, request: Any) -> Any:  # noqa: N802 - the RPC's name in dapr.proto
         """Keep a key under ``extended`` (as PUT /v1.0/metadata/{key})."""
         self.runtime.set_metadata(request.key, request.value)
         return empty_pb2.Empty()
