@@ -391,7 +391,7 @@ def test_head_works_wherever_get_does(tmp_path):
     try:
         with httpx.Client(base_url=srv.url, timeout=10) as c:
             assert c.post("/v1.0/state/statestore", json=[{"key": "h", "value": {"a": 1}}]).status_code == 204
-            for path in ("/v1.0/state/statestore/h", "/v1.0/healthz"):
+            for path in ("/v1.0/state/statestore/h", "/v1.0/healthz", "/v1.0/healthz/outbound", "/ui/"):
                 got, head = c.get(path), c.head(path)
                 assert head.status_code == got.status_code, path
                 assert head.content == b"" and head.headers.get("content-length") == got.headers.get("content-length")
