@@ -195,7 +195,7 @@ class HttpApp:
         if not isinstance(body, list):
             raise malformed("the save body must be a JSON array of {key, value, etag?, metadata?, options?}")
         params = query_params(req.query)
-        query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
+        query_meta = _query_metadata(params)
         items = []
         for i, raw in enumerate(body):
             if not isinstance(raw, dict):
@@ -215,7 +215,7 @@ class HttpApp:
                 etag,
             )
             etag = etag[1:-1]
-        meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
+        meta = _query_metadata(params)
         await self.runtime.delete(store, DeleteRequest(key, etag, meta, _option_defaults(req, params)))
         return _NO_CONTENT
 
@@ -243,7 +243,7 @@ class HttpApp:
         params = query_params(req.query)
         # metadata.<name> query parameters reach each operation (as daprd); the body's `metadata`
         # is the transaction's own and does not
-        query_meta = {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
+        query_meta = _query_metadata(params)
         ops = []
         for i, raw in enumerate(operations):
             if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
@@ -313,6 +313,11 @@ def _merged(metadata: Any, extra_meta: dict[str, str], where: str) -> Any:
 def _request(raw: dict[str, Any], extra_meta: dict[str, str], where: str) -> SaveRequest:
     metadata = _merged(raw.get("metadata"), extra_meta, where)
     return SaveRequest(raw.get("key"), dumps_value(raw.get("value")), raw.get("etag"), metadata, raw.get("options"))
+
+
+def _query_metadata(params: Mapping[str, str]) -> dict[str, str]:
+    """The ``metadata.<name>`` query parameters, by name (as daprd: they reach each item)."""
+    return {k[9:]: v for k, v in params.items() if k.startswith("metadata.")}
 
 
 def _option_defaults(req: Request, params: Mapping[str, str]) -> dict[str, str | None]:
