@@ -339,6 +339,42 @@ def test_a_settings_frame_moves_each_stream_window_once_however_often_it_sets_it
     assert goaway(out) == h2.FLOW_CONTROL_ERROR
 
 
+def test_answers_waiting_for_window_are_bounded_in_bytes() -> None:
+    """A client that opens calls and no window: the answers it leaves waiting are held up to
+    max_unsent (one answer alone may be larger); the next call fails instead of being held."""
+    limits = Limits(max_unsent=3000)
+    app = App(limits)
+    app.feed(PREFACE[: len(h2.PREFACE)] + h2.frame(h2.SETTINGS, 0, 0, (4).to_bytes(2, "big") + bytes(4)))
+    enc = hpack.Encoder()
+    for sid in (1, 3, 5, 7):
+        app.feed(headers_frame(sid, enc.encode(REQUEST), end_stream=True))
+    head, trailers = h2.literal(b":status", b"200"), h2.literal(b"grpc-status", b"0")
+    app.conn.respond(_STREAMS[1], head, b"a" * 5000, trailers)  # alone: held, whatever its size
+    assert app.conn.unsent == 5000 and app.conn.stream_blocked
+    app.feed(h2.frame(h2.WINDOW_UPDATE, 0, 1, (5000).to_bytes(4, "big")))  # it goes out
+    assert app.conn.unsent == 0 and not app.conn.stream_blocked
+    app.conn.respond(_STREAMS[3], head, b"b" * 2000, trailers)
+    app.conn.respond(_STREAMS[5], head, b"c" * 1000, trailers)  # up to the bound: held
+    assert app.conn.unsent == 3000 and not [e for e in app.events if e[0] == "too_large"]
+    app.conn.respond(_STREAMS[7], head, b"d" * 10, trailers)  # past it, with others waiting
+    assert app.events[-1] == ("too_large", 7, "answers") and app.conn.unsent == 3000
+    app.feed(h2.frame(h2.RST_STREAM, 0, 5, h2.CANCEL.to_bytes(4, "big")))  # a reset one holds nothing
+    assert app.conn.unsent == 2000
+
+
+def test_answers_that_wait_for_a_window_too_long_end_the_connection() -> None:
+    limits = Limits()
+    app = App(limits, now=0.0)
+    streams = _blocked_answers(app, 2)
+    assert app.conn.tick(1.0) is None
+    app.feed(h2.frame(h2.WINDOW_UPDATE, 0, streams[0].id, (10).to_bytes(4, "big")), now=limits.idle_timeout - 1)
+    assert app.conn.tick(limits.idle_timeout - 1) is None  # bytes went out: the wait counts from now
+    assert app.conn.tick(2 * limits.idle_timeout - 2) is None
+    why = app.conn.tick(2 * limits.idle_timeout)
+    assert why is not None and "flow-control window" in why
+    assert goaway(frames(app.conn.data_to_send())) == h2.ENHANCE_YOUR_CALM and app.conn.unsent == 0
+
+
 # -- 4. request bodies ---------------------------------------------------------------------------
 
 

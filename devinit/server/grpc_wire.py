@@ -18,9 +18,11 @@ status and message in the trailers (a trailers-only answer for errors),
 that is not gRPC (another content type) gets HTTP 415. Limits (``Limits``, h2_connection):
 4 MiB per request message, compressed or not (RESOURCE_EXHAUSTED), ``MAX_STREAMS`` calls per
 connection (REFUSED_STREAM past it), 64 KiB of request headers (that call fails with
-RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection, 2,000 streams reset
-in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row without a new call
-(both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least every 5 minutes.
+RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection and 32 MiB of answers
+waiting for its flow-control window (RESOURCE_EXHAUSTED; 5 minutes without a byte out: GOAWAY),
+2,000 streams reset in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row
+without a new call (both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least
+every 5 minutes.
 Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),
 the calls in flight finish (bounded), then the final GOAWAY and close.
 """
@@ -288,6 +290,12 @@ class _Protocol(asyncio.Protocol):
             self.conn.headers(stream, _status_head(431) + _trailers(error(RESOURCE_EXHAUSTED, detail)), True)
         elif what == "body":
             detail = f"the request message is over {MAX_MESSAGE // (1024 * 1024)} MiB: split it into smaller calls"
+            self._answer(stream, error(RESOURCE_EXHAUSTED, detail))
+        elif what == "answers":
+            detail = (
+                f"over {limits.max_unsent >> 20} MiB of answers on this connection wait for the client to read them "
+                "(its flow-control window): read them first"
+            )
             self._answer(stream, error(RESOURCE_EXHAUSTED, detail))
         else:
             detail = (

@@ -66,6 +66,9 @@ class Limits:
     conn_window: int = 16 << 20  # and for the connection
     max_body: int = 4 * 1024 * 1024 + 5  # request body of one stream: past it the app answers (too_large)
     max_buffered: int = 32 << 20  # request bytes held across the connection's unfinished streams
+    # answer bytes waiting for the client's flow-control windows: past it (with others waiting) a
+    # new answer fails instead (the app's too_large "answers"); one answer alone may be larger
+    max_unsent: int = 32 << 20
     max_empty_data: int = 16  # empty DATA frames without END_STREAM on one stream: reset past it
     max_resets: int = 2000  # streams reset (by either side) within reset_window: GOAWAY ENHANCE_YOUR_CALM past it
     # frames that ask for no call (PING, SETTINGS, PRIORITY, empty DATA, unknown types) in a run
@@ -74,6 +77,7 @@ class Limits:
     reset_window: float = 10.0
     preface_timeout: float = 10.0  # seconds from the connection to the client's preface
     idle_timeout: float = 300.0  # seconds without an open stream nor a new one: GOAWAY NO_ERROR, close
+    # (and seconds answers may wait for a window without a byte going out: GOAWAY ENHANCE_YOUR_CALM)
     header_cache_bytes: int = 128 * 1024  # decoded header blocks remembered per connection (block + headers)
     header_cache_entry: int = 8 * 1024  # a block (or its headers) over this is never remembered
     max_remembered_resets: int = 1024  # streams we reset whose late frames are dropped quietly
@@ -142,8 +146,9 @@ class App(Protocol):
         """A new stream's request head (``stream.ended``: no body follows)."""
 
     def too_large(self, stream: Stream, what: str) -> None:
-        """Over a limit, ``what``: "headers" (max_header_list), "body" (max_body) or
-        "buffered" (max_buffered, across the connection). Answer the stream."""
+        """Over a limit, ``what``: "headers" (max_header_list), "body" (max_body),
+        "buffered" (max_buffered, across the connection) or "answers" (max_unsent: answer with
+        a header block only). Answer the stream."""
 
     def ended(self, stream: Stream) -> None:
         """The client's END_STREAM: the whole body is ``stream.body``."""
@@ -279,6 +284,10 @@ class H2Connection:
         self.block: tuple[int, int, list[bytes]] | None = None  # HEADERS awaiting CONTINUATION: (stream, flags, parts)
         self.block_size = 0
         self.buffered = 0  # request bytes held for streams not yet complete
+        self.unsent = 0  # answer bytes waiting for a window (max_unsent)
+        self.sent = 0  # answer bytes sent so far, and as tick last saw it, since when
+        self.sent_seen = 0
+        self.sending_at = self.started
         self.resets: deque[float] = deque()  # when streams were reset (rapid-reset guard)
         self.reset_ids: dict[int, None] = {}  # streams we reset lately (ordered: oldest first)
         self.stream_blocked: dict[int, Stream] = {}  # answers waiting for their stream's window
@@ -352,6 +361,13 @@ class H2Connection:
                 self.closing = (PROTOCOL_ERROR, "no connection preface")
                 return f"no HTTP/2 connection preface within {limits.preface_timeout:g} s"
             return None
+        if not self.unsent or self.sent != self.sent_seen:
+            self.sending_at = now  # nothing waits for a window, or bytes went out since the last tick
+            self.sent_seen = self.sent
+        elif now - self.sending_at > limits.idle_timeout:
+            why = f"answers waited {limits.idle_timeout:g} s for the client's flow-control window"
+            self.fail(ENHANCE_YOUR_CALM, why)
+            return why
         if self.streams or self.orphans or self.opened != self.opened_seen:
             self.last_stream_at = now  # busy since the last tick: idleness counts from now
             self.opened_seen = self.opened
@@ -369,6 +385,7 @@ class H2Connection:
         self.conn_blocked.clear()
         for stream in streams:
             self._drop(stream)
+        self.unsent = 0
         self.header_cache.clear()
         self.buf = bytearray()  # a frame half received
 
@@ -428,12 +445,17 @@ class H2Connection:
 
     def respond(self, stream: Stream, head: bytes, data: bytes, trailers: bytes) -> None:
         """Send the answer: ``head``, ``data`` as far as the windows allow (the rest when they
-        open), then ``trailers`` ending the stream."""
+        open), then ``trailers`` ending the stream. Past ``max_unsent`` bytes waiting for
+        windows on this connection, the app's ``too_large(stream, "answers")`` instead."""
+        if self.unsent and self.unsent + len(data) > self.limits.max_unsent:
+            self.app.too_large(stream, "answers")
+            return
         stream.answered = True
         if stream.body:
             self._release(stream)
         self.headers(stream, head, False)
         stream.pending = (data, 0, trailers)
+        self.unsent += len(data)
         self._send(stream)
 
     def reset(self, stream: Stream, code: int) -> None:
@@ -785,6 +807,7 @@ class H2Connection:
         """Forget ``stream`` (already out of ``streams``): its bytes, its answer, its work."""
         self._release(stream)
         if stream.pending is not None:
+            self.unsent -= len(stream.pending[0]) - stream.pending[1]
             stream.pending = None
             self.stream_blocked.pop(stream.id, None)
             self.conn_blocked.pop(stream.id, None)
@@ -807,6 +830,7 @@ class H2Connection:
         if offset < end:
             view = memoryview(data)
             max_frame = self.peer_max_frame
+            start = offset
             while offset < end:
                 room = min(stream.window, self.send_window, max_frame)
                 if room <= 0:
@@ -815,6 +839,8 @@ class H2Connection:
                         self.stream_blocked[stream.id] = stream
                     else:
                         self.conn_blocked[stream.id] = stream
+                    self.unsent -= offset - start
+                    self.sent += offset - start
                     return
                 chunk = view[offset : offset + room]
                 self.out.append(frame(DATA, 0, stream.id, chunk))
@@ -822,6 +848,8 @@ class H2Connection:
                 stream.window -= n
                 self.send_window -= n
                 offset += n
+            self.unsent -= end - start
+            self.sent += end - start
         stream.pending = None
         self.headers(stream, trailers, True)
 
