@@ -8,6 +8,7 @@ too many streams. The SDK tests (test_grpc_sdk.py, test_js_sdk.py) cover the API
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -712,3 +713,55 @@ def test_a_message_in_tiny_data_frames_is_held_in_one_buffer() -> None:
     got, peak = asyncio.run(scenario())
     assert b"\0\0\0\0\x06200000" in got  # the message arrived whole (its length, answered)
     assert peak < 2_500_000, peak
+
+
+def test_connections_past_the_cap_get_goaway_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A gRPC listener serves at most ``max_connections`` at once: the next one is told why in
+    a GOAWAY ENHANCE_YOUR_CALM (logged once); once one closes, a new one is served."""
+    import asyncio
+
+    from devinit.server.grpc_wire import GrpcServer, Reply
+
+    async def answer(call: Any) -> Reply:
+        return Reply(message=b"")
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"")
+
+    async def until_closed(reader: asyncio.StreamReader) -> bytes:
+        got = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            got += chunk
+        return got
+
+    async def scenario() -> None:
+        srv = GrpcServer(answer, lambda call: None, "127.0.0.1", 0, max_connections=1)
+        await srv.start()
+        try:
+            first = await asyncio.open_connection("127.0.0.1", srv.port)
+            first[1].write(preface)
+            assert (await first[0].readexactly(9))[3] == 4  # its SETTINGS: served
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                writer.write(preface)
+                got = await until_closed(reader)
+                writer.close()
+                assert _goaway_code(got) == 0xB and b"1 gRPC connections are open" in got, got
+            first[1].close()
+            for _ in range(1000):  # up to 10 s: the server sees the close within a few loop turns
+                if not srv.connections:
+                    break
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(preface + _frame(6, 0, 0, b"12345678"))
+            got = b""
+            while b"12345678" not in got:
+                got += await asyncio.wait_for(reader.read(65536), 10)
+            assert _goaway_code(got) is None
+            writer.close()
+        finally:
+            await srv.stop(grace=0)
+
+    with caplog.at_level(logging.WARNING, logger="devinit.grpc"):
+        asyncio.run(scenario())
+    refusals = [r.getMessage() for r in caplog.records if "refusing a connection" in r.getMessage()]
+    assert len(refusals) == 1 and "the most devinit serves at once" in refusals[0], refusals

@@ -22,8 +22,8 @@ RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection and 32 M
 waiting for its flow-control window (RESOURCE_EXHAUSTED; 5 minutes without a byte out: GOAWAY),
 2,000 streams reset in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row
 without a new call (both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least
-every 5 minutes.
-Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),
+every 5 minutes; at most ``http_wire.connection_cap()`` connections (past it GOAWAY
+ENHANCE_YOUR_CALM at once, logged). Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),
 the calls in flight finish (bounded), then the final GOAWAY and close.
 """
 
@@ -41,9 +41,11 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from devinit.server.drive import Driven
-from devinit.server.h2_connection import MAX_STREAM_ID, H2Connection, Limits, Stream, literal
+from devinit.server.h2_connection import ENHANCE_YOUR_CALM, MAX_STREAM_ID, H2Connection, Limits, Stream, literal
+from devinit.server.http_wire import connection_cap
 
 log = logging.getLogger("devinit.grpc")
+_MAX_REFUSED_LINGERING = 64  # refused connections lingering at once (past max_connections); then closed at once
 
 MAX_MESSAGE = 4 * 1024 * 1024  # grpc's default receive limit, and the HTTP front end's
 MAX_STREAMS = 256
@@ -165,16 +167,34 @@ class _Protocol(asyncio.Protocol):
         self.conn = H2Connection(self, server.limits, self.loop.time)
         self.paused = False
         self.closing = False
+        self.refused = False  # past the listener's max_connections: GOAWAY at once, never served
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            self.refused = True
+            server.refused += 1
+            self.conn.fail(ENHANCE_YOUR_CALM, server.too_many(self.transport))  # after our SETTINGS
+            self._flush()
+            if server.refused > _MAX_REFUSED_LINGERING:
+                self.transport.close()  # refused in a burst: no lingering for each
+            else:
+                self._close_soon()  # so that the client reads the GOAWAY rather than a reset
+            return
+        server.connections.add(self)
         self._flush()  # our SETTINGS
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        server = self.server
+        if self.refused:
+            server.refused -= 1
+        else:
+            server.connections.discard(self)
+            if server.refusing and len(server.connections) < server.max_connections:
+                server.refusing = False  # the next refusal is logged again
         self.transport = None
         self.conn.connection_lost()
 
@@ -379,8 +399,13 @@ class _Protocol(asyncio.Protocol):
 class GrpcServer:
     """Serve unary gRPC calls with ``handler`` on ``host:port`` (``start`` binds)."""
 
-    def __init__(self, handler: Handler, route: Route, host: str, port: int, limits: Limits = LIMITS) -> None:
+    def __init__(
+        self, handler: Handler, route: Route, host: str, port: int, limits: Limits = LIMITS, max_connections: int | None = None
+    ) -> None:
         self.handler = handler
+        self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.refusing = False  # at the cap, and said so in the log
+        self.refused = 0  # refused connections not closed yet (lingering)
         self.route = route
         self.host = host
         self.port = port
@@ -391,6 +416,18 @@ class GrpcServer:
         self.stopping = False
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    def too_many(self, transport: asyncio.Transport) -> str:
+        """Why a connection past ``max_connections`` is refused; logged once each time the cap
+        is reached."""
+        message = (
+            f"{len(self.connections)} gRPC connections are open on {self.host}:{self.port}, the most devinit "
+            "serves at once: close idle clients (or share channels) and retry"
+        )
+        if not self.refusing:
+            self.refusing = True
+            log.warning("refusing a connection from %s: %s", transport.get_extra_info("peername"), message)
+        return message
 
     async def start(self) -> None:
         """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a
