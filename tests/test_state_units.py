@@ -17,7 +17,7 @@ from devinit.components import STATE_TYPES, ComponentSpec
 from devinit.errors import ApiError, BadCursor, ComponentError, QueryError
 from devinit.server.runtime import BULK_SLICE, MAX_BULK_ANSWER, MAX_EXTENDED_BYTES, Runtime, StoreEntry, parse_ttl
 from devinit.state import STORE_MODULES, create_store, default_ttl, store_class
-from devinit.state.base import MAX_TTL_SECONDS, SetOp, Store, ttl_seconds
+from devinit.state.base import MAX_SCAN_BYTES, MAX_TTL_SECONDS, SetOp, Store, ttl_seconds
 from devinit.state.memory import MemoryStore
 from devinit.state.postgres import PostgresStore
 from devinit.state.query import Query, matches, parse_query, run_query
@@ -489,3 +489,26 @@ def test_extended_metadata_is_bounded_in_bytes_across_entries() -> None:
     runtime.set_metadata("c", third)
     with pytest.raises(ApiError):
         runtime.set_metadata("d", third)
+
+
+def test_a_query_reads_a_bounded_size_of_values() -> None:
+    """The query API holds and parses every item under the prefix: past MAX_SCAN_BYTES of
+    values it is refused (400 ERR_STATE_QUERY saying why) before the rest is read."""
+    store = _CountingStore("q")
+    runtime = Runtime({"q": StoreEntry(store, spec("state.in-memory", name="q"), "app||", None)}, {})
+    value = b'"' + b"x" * ((1 << 20) - 2) + b'"'  # 1 MiB of JSON
+    body = {"filter": {"EQ": {"n": 1}}}
+
+    async def go() -> None:
+        for i in range(MAX_SCAN_BYTES >> 20):
+            await store.set(SetOp(f"app||k{i}", value))
+        await store.set(SetOp("other||k", value * 4))  # another app's keys are not read
+        assert await runtime.query("q", body) == ([], None)
+        store.read.clear()
+        await store.set(SetOp("app||last", value))
+        with pytest.raises(ApiError) as e:
+            await runtime.query("q", body)
+        assert (e.value.error_code, e.value.http_status) == ("ERR_STATE_QUERY", 400) and "in memory" in e.value.message
+        assert store.read == []  # refused before any value was read
+
+    asyncio.run(go())

@@ -408,6 +408,8 @@ def test_every_bounded_store_runs_without_a_task(kind: str, request: pytest.Fixt
         listed = sorted(info.key for info in run(walk(store, p, 10)))  # list_keys, page after page
         assert listed == sorted([f"{p}a", f"{p}b", f"{p}c", f"{p}d", tx_a])
         assert len(run(store.scan(p))) == 5
+        with pytest.raises(StoreRefused):  # the listing's sizes bound what a scan reads
+            run(store.scan(p, max_bytes=4))
         run(store.delete(DeleteOp(f"{p}c", run(store.get(f"{p}c")).etag)))
         assert run(store.delete_many([DeleteOp(f"{p}a", etag), DeleteOp(f"{p}b"), DeleteOp(f"{p}d"), DeleteOp(tx_a)])) == []
         assert run(store.bulk_get([f"{p}a", f"{p}b", f"{p}c", tx_a])) == [None, None, None, None]

@@ -52,6 +52,8 @@ log = logging.getLogger("devinit.state")
 MAX_TTL_SECONDS = 2**31 - 1
 #: the most keys one ``list_keys`` page may ask for
 MAX_LIST_LIMIT = 1000
+#: bytes of values a ``scan`` (the query API) reads at most: it holds them, and a query parses them
+MAX_SCAN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -370,13 +372,22 @@ class Store(abc.ABC):
         if failed:
             raise EtagMismatch(failed)
 
-    async def scan(self, prefix: str) -> list[tuple[str, StoredItem]]:
+    async def scan(self, prefix: str, max_bytes: int = MAX_SCAN_BYTES) -> list[tuple[str, StoredItem]]:
         """Every live item whose key starts with ``prefix`` (the query API's input): the key
-        listing, page by page, each page's items read in one ``bulk_get``."""
+        listing, page by page, each page's items read in one ``bulk_get``. Past ``max_bytes``
+        of values (by the listing's sizes, before a page is read) ``StoreRefused``: the items
+        are held, and a query parses them all, in memory."""
         found: list[tuple[str, StoredItem]] = []
         cursor: str | None = None
+        size = 0
         while True:
             page = await self.list_keys(prefix, cursor, MAX_LIST_LIMIT)
+            size += sum(info.size for info in page.keys)
+            if size > max_bytes:
+                raise StoreRefused(
+                    f"the keys of this app hold over {max_bytes >> 20} MiB of values in store {self.name!r}: devinit "
+                    "runs a query over all of them in memory, and reads at most that much; query a store holding less"
+                )
             keys = [info.key for info in page.keys]
             for key, item in zip(keys, await self.bulk_get(keys) if keys else [], strict=True):
                 if item is not None:  # gone since it was listed
