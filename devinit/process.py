@@ -3,11 +3,13 @@
 Every function takes the platform (``sys.platform`` when None), so that the Windows choices
 are real code paths a test can take on Linux.
 
-- POSIX: an app that shares ``devinit run``'s terminal stays in its process group (it reads
-  stdin, and the terminal's Ctrl-C reaches it directly); an app whose output devinit relays
-  (``devinit run -f``) gets a process group of its own, so that a signal reaches its children
-  too (``npm start`` -> node). Asking it to stop is SIGINT or SIGTERM, after a grace period
-  SIGKILL.
+- POSIX: an app that shares ``devinit run``'s terminal stays in its process group when
+  stdin is that terminal (``owns_terminal_input``: it reads stdin, and the terminal's Ctrl-C
+  reaches it directly). Every other app (``devinit run -f``, whose output devinit
+  relays; a single app started by a script, an IDE or CI, with no terminal to share) gets a
+  process group of its own, as ``dapr run`` gives it, so that stopping it reaches its children
+  too (``npm start`` -> node, ``go run``, a reloader), also when ``devinit run`` is gone.
+  Asking it to stop is SIGINT or SIGTERM, after a grace period SIGKILL.
 - Windows: no fork and no POSIX signals. An app gets ``CREATE_NEW_PROCESS_GROUP`` so that
   devinit can send its group ``CTRL_BREAK_EVENT`` (a new group does not get the console's
   Ctrl-C: devinit receives it and passes it on), and after the grace period
@@ -49,6 +51,19 @@ def handled_signals(platform: str | None = None) -> list[int]:
     if _windows(platform):
         return [signal.SIGINT, SIGBREAK]
     return [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+def owns_terminal_input(platform: str | None = None) -> bool:
+    """True when stdin is a terminal: the one case where an app must share our process group
+    (in a group of its own it is never the terminal's foreground, and reading stdin would stop
+    it with SIGTTIN; also after a job started with ``&`` is brought back with ``fg``). Always
+    False on Windows (no process groups of that kind)."""
+    if _windows(platform):
+        return False
+    try:
+        return os.isatty(0)
+    except (OSError, ValueError):
+        return False
 
 
 def terminal_sent_it(sig: int, own_group: bool, platform: str | None = None) -> bool:

@@ -472,7 +472,11 @@ class _Supervisor:
         spec = app.spec
         platform = self.opts.platform
         env = app_env(spec.app_id, app.http_port, app.grpc_port, spec.app_port, self.opts.api_token, spec.env)
-        app.own_group = not spec.shares_terminal or (platform or sys.platform) == "win32"
+        # A terminal's input is the one reason to share our group: otherwise the app leads its
+        # own, and stopping it reaches the processes it started (process.py)
+        app.own_group = (
+            not spec.shares_terminal or (platform or sys.platform) == "win32" or not process.owns_terminal_input(platform)
+        )
         pipes: dict[str, Any] = (
             {} if spec.shares_terminal else {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         )

@@ -229,6 +229,46 @@ def test_sigkill_of_devinit_run_leaves_no_server_and_no_app(rh: RunHome, tmp_pat
     assert rh.listed() == [] and rh.records() == []
 
 
+FAMILY = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "open(sys.argv[1], 'w').write(str(child.pid))\n"
+    "print('waiting', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "devinit stop", "SIGKILL"])
+def test_the_apps_own_children_stop_with_it_when_there_is_no_terminal(rh: RunHome, tmp_path: Path, how: str) -> None:
+    """An app that starts processes of its own (npm start -> node, go run, a reloader) and dies
+    on SIGTERM without passing it on: its children must not outlive the run. Without a
+    terminal to share, the app leads a process group of its own and the whole group is
+    stopped (as dapr run does), whether devinit run is stopped, `devinit stop`ped or killed."""
+    comps, _ = sqlite_components(tmp_path)
+    child_pid_file = tmp_path / "child.pid"
+    run = rh.start(
+        "run", "-a", "family", "-d", str(comps), "--", sys.executable, "-c", FAMILY, str(child_pid_file),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    run.wait_for("waiting")
+    child = int(child_pid_file.read_text())
+    [app] = wait_until(rh.listed, 10, "the run to be listed")
+    try:
+        if how == "devinit stop":
+            out = rh.cli("stop", "--app-id", "family")
+            assert out.returncode == 0, out.stderr
+        else:
+            run.signal(getattr(signal, how))
+        run.wait()
+        wait_until(lambda: not alive(app["appPid"]) and not alive(app["daprdPid"]), 20, "the app and its server to end")
+        wait_until(lambda: not alive(child), 10, f"the app's own child (pid {child}) to end")
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def test_a_busy_requested_port_is_a_clear_error(rh: RunHome, tmp_path: Path) -> None:
     comps, _ = sqlite_components(tmp_path)
     with socket.socket() as busy:
