@@ -1,8 +1,9 @@
 """``devinit run``: apps beside their own state servers, supervised until they end.
 
-For each app: check its components (a state store must be there), choose its ports, start its
-server (devinit/sidecar.py: the server ``devinit serve`` runs, with the app's id, so that keys
-get Dapr's ``<app-id>||`` prefix), and once the server listens and answers its health route,
+For each app: check its components (a state store must be there) and the ports asked for (the
+others the server chooses as it binds, and reports), start its server (devinit/sidecar.py: the
+server ``devinit serve`` runs, with the app's id, so that keys get Dapr's ``<app-id>||``
+prefix), and once the server listens and answers its health route,
 start the app with ``APP_ID``, ``DAPR_HTTP_PORT``, ``DAPR_GRPC_PORT``, ``DAPR_HTTP_ENDPOINT``,
 ``DAPR_GRPC_ENDPOINT`` (and ``DAPR_API_TOKEN``, ``APP_PORT`` when set). All servers start at
 once; each app starts as soon as its own server is ready.
@@ -167,7 +168,7 @@ def run(opts: RunOptions, printer: Printer | None = None) -> int:
 @dataclass
 class _App:
     spec: AppSpec
-    http_port: int
+    http_port: int  # 0 until its server reports the port it bound
     grpc_port: int
     stores: str  # "statestore (state.redis)", for the start line
     store_types: set[str]
@@ -261,7 +262,8 @@ def _init_redis(home: Path) -> dict[str, Any] | None:
 
 
 def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
-    """Requested ports must be free (a clear error names the flag); the others are chosen free."""
+    """Requested ports must be free (a clear error names the flag); the others are left to the
+    server to choose as it binds (0 until its status line reports them)."""
     taken: dict[int, str] = {}
     for app in apps:
         for port, what, flag in ((app.spec.http_port, "HTTP", http_flag), (app.spec.grpc_port, "gRPC", grpc_flag)):
@@ -280,24 +282,11 @@ def _choose_ports(apps: list[_App], http_flag: str, grpc_flag: str) -> None:
                 )
             if state is ports.PortState.RESERVED:
                 raise UsageError(f"the {what} port {port} for app {app.spec.app_id!r}: {ports.refusal(port, flag)}")
-    held: list[socket.socket] = []  # held open until all are chosen, so that no two are the same
-    try:
-        for app in apps:
-            app.http_port = app.spec.http_port or _free_port(held, taken)
-            app.grpc_port = app.spec.grpc_port or _free_port(held, taken)
-    finally:
-        for s in held:
-            s.close()
-
-
-def _free_port(held: list[socket.socket], taken: dict[int, str]) -> int:
-    while True:
-        s = socket.socket()
-        s.bind((HOST, 0))
-        held.append(s)
-        port: int = s.getsockname()[1]
-        if port not in taken:
-            return port
+    for app in apps:
+        # 0: the server binds port 0 and reports the port the OS chose (sidecar.py), so that no
+        # other program can take a port between its choice and its bind
+        app.http_port = app.spec.http_port or 0
+        app.grpc_port = app.spec.grpc_port or 0
 
 
 def _healthy(port: int, timeout: float = 2.0) -> bool:
@@ -406,7 +395,8 @@ class _Supervisor:
             except queue.Empty:
                 event = None
             match event:
-                case ("ready", app):
+                case ("ready", app, http_port, grpc_port):
+                    app.http_port, app.grpc_port = http_port, grpc_port
                     self._ready(app)
                 case ("app_exit", app, code):
                     self._app_exit(app, code)
@@ -602,8 +592,10 @@ class _Supervisor:
 
         def status() -> None:
             for line in pipe_lines(sc.status):
-                if line.startswith("ready"):  # "ready <http-port> <grpc-port>": the ports devinit run chose
-                    self.events.put(("ready", app))
+                words = line.split()
+                if len(words) == 3 and words[0] == "ready" and words[1].isdigit() and words[2].isdigit():
+                    # "ready <http-port> <grpc-port>": the ports it listens on (chosen as it bound them)
+                    self.events.put(("ready", app, int(words[1]), int(words[2])))
                     return
 
         def wait() -> None:

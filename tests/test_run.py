@@ -466,6 +466,37 @@ def test_the_spawned_server_path_runs_a_whole_app(rh: RunHome, tmp_path: Path) -
     assert sqlite_value(db, "spawned||stopped-by") == b'"SIGTERM"'
 
 
+def test_free_ports_are_chosen_by_the_server_as_it_binds(rh: RunHome, tmp_path: Path) -> None:
+    """Ports left to devinit are chosen by the server's own bind (port 0) and read from its
+    status line: no moment between choosing a free port and binding it in which another
+    program (another devinit run starting, a client's ephemeral port) can take it. The other
+    program is simulated: whatever port the server is told to use is taken just before."""
+    comps, _ = sqlite_components(tmp_path)
+    report = tmp_path / "report.json"
+    script = tmp_path / "racing_run.py"
+    script.write_text(
+        "import socket, sys\n"
+        "from devinit import sidecar\n"
+        "from devinit.cli import main\n"
+        "real, taken = sidecar.start, []\n"
+        "def start(spec, *a, **k):\n"
+        "    for port in (spec.http_port, spec.grpc_port):\n"
+        "        if port:  # another program binds it first\n"
+        "            s = socket.socket(); s.bind(('127.0.0.1', port)); s.listen(); taken.append(s)\n"
+        "    return real(spec, *a, **k)\n"
+        "sidecar.start = start\n"
+        "sys.argv[0] = 'devinit'\n"
+        "main()\n"
+    )
+    out = subprocess_run(
+        [sys.executable, str(script), "run", "-a", "racer", "-d", str(comps), "--", sys.executable, str(PROBE), str(report)], rh
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(report.read_text())
+    assert int(r["DAPR_HTTP_PORT"]) > 0 and int(r["DAPR_GRPC_PORT"]) > 0
+    assert f"HTTP 127.0.0.1:{r['DAPR_HTTP_PORT']}, gRPC 127.0.0.1:{r['DAPR_GRPC_PORT']}" in out.stderr
+
+
 def subprocess_run(argv: list[str], rh: RunHome) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=rh.env, cwd=rh.root, capture_output=True, text=True, timeout=120)
 
