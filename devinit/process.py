@@ -118,16 +118,61 @@ def kill(pid: int, own_group: bool, platform: str | None = None) -> None:
 
 def stop(pid: int, own_group: bool, grace: float = GRACE, platform: str | None = None) -> bool:
     """Ask a process that is not our child to stop, kill it after ``grace`` seconds; True when
-    it is gone. Used where nobody can wait() for it: a server whose ``devinit run`` died, and
-    ``devinit stop``. Windows has no polite way from outside the app's console: terminate."""
+    it is gone (with its process group, when it leads one). Used where nobody can wait() for
+    it: a server whose ``devinit run`` died, and ``devinit stop``. Windows has no polite way
+    from outside the app's console: terminate."""
     if _windows(platform):
         kill(pid, own_group, platform)
     else:
         interrupt(pid, own_group, signal.SIGTERM, platform)
-    if wait_gone(pid, grace, platform):
+    deadline = time.monotonic() + grace
+    if wait_gone(pid, grace, platform) and _group_gone(pid, own_group, deadline, platform):
         return True
     kill(pid, own_group, platform)
-    return wait_gone(pid, 5.0, platform)
+    return wait_gone(pid, 5.0, platform) and _group_gone(pid, own_group, time.monotonic() + 5.0, platform)
+
+
+def group_alive(pgid: int, platform: str | None = None) -> bool:
+    """True while process group ``pgid`` has a process in it (POSIX; a group outlives its
+    leader while the processes it started live). False on Windows, and for a group that is
+    not ours to signal."""
+    if _windows(platform):
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _group_gone(pgid: int, own_group: bool, deadline: float, platform: str | None) -> bool:
+    while own_group and group_alive(pgid, platform):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def end_groups(pgids: list[int], grace: float = GRACE, platform: str | None = None) -> None:
+    """Stop what is left in the process groups of apps that have ended (their leaders are
+    gone, what they started may not be): SIGTERM, SIGKILL after ``grace`` seconds, all
+    groups at once. Nothing on Windows (an app's group there is not a set of processes)."""
+    left = [g for g in pgids if group_alive(g, platform)]
+    for g in left:
+        _killpg(g, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [g for g in left if group_alive(g, platform)]
+    for g in left:
+        _killpg(g, signal.SIGKILL)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_gone(pid: int, timeout: float, platform: str | None = None) -> bool:

@@ -13,8 +13,9 @@ on one queue; the main thread handles them in order, with the signals (a queue's
 safe in a signal handler). When an app ends, its server is told to stop. SIGINT/SIGTERM (Ctrl-C
 and Ctrl-Break on Windows): every app is asked to stop (devinit/process.py says how, per
 platform), is killed after the grace period (a second signal: at once), and each server stops
-once its app has ended. The run ends when every app and every server has; its exit code is
-the first non-zero exit code of an app, else 0. A server that fails to start stops the run
+once its app has ended. The run ends when every app and every server has (what an app left
+running in its process group is stopped then: SIGTERM, SIGKILL after the grace period); its
+exit code is the first non-zero exit code of an app, else 0. A server that fails to start stops the run
 with an error showing its last log lines.
 
 Output: a single app shares devinit run's terminal (stdin, colours); apps of a run file are
@@ -695,13 +696,24 @@ class _Supervisor:
             self.printer.note(f"cannot write the run record ({e}): 'devinit list' will not show this run")
 
     def _cleanup(self) -> None:
-        """Whatever is left (an error, Ctrl-C during start-up): apps killed, servers stopped."""
+        """Whatever is left (an error, Ctrl-C during start-up): apps killed, servers stopped;
+        and what apps that ended left running in their process groups (as dapr run stops an
+        app's whole group, its leader gone or not)."""
         for app in self.apps:
             if app.proc is not None and app.proc.poll() is None:
                 process.kill(app.proc.pid, app.own_group, self.opts.platform)
                 app.proc.wait()
             if app.sidecar is not None and app.server_code is None:
                 app.server.stop()  # closes the lifeline too: end-of-file alone would stop it
+        # An ended leader's pid is not given to another process while its group has members.
+        left = [
+            app
+            for app in self.apps
+            if app.proc is not None and app.own_group and process.group_alive(app.proc.pid, self.opts.platform)
+        ]
+        for app in left:
+            self.printer.note(f"app {app.spec.app_id!r} left processes running in its process group: stopping them")
+        process.end_groups([app.proc.pid for app in left if app.proc is not None], self.opts.grace, self.opts.platform)
         for app in self.apps:
             if app.sidecar is not None and app.server_code is None:
                 t = threading.Thread(target=app.server.wait, daemon=True)

@@ -269,6 +269,31 @@ def test_the_apps_own_children_stop_with_it_when_there_is_no_terminal(rh: RunHom
             pass
 
 
+def test_what_an_app_left_behind_when_it_ended_stops_with_the_run(rh: RunHome, tmp_path: Path) -> None:
+    """An app that ends on its own but leaves a process of its own running (a child it did not
+    wait for): the run ends with its apps, and what they left behind in their process groups
+    ends with it, as dapr run stops an app's whole group even when its leader has exited."""
+    comps, _ = sqlite_components(tmp_path)
+    child_pid_file = tmp_path / "child.pid"
+    leaver = FAMILY.replace("time.sleep(600)\n", "")  # starts its child and exits 0 at once
+    assert leaver.endswith("print('waiting', flush=True)\n")
+    run = rh.start(
+        "run", "-a", "leaver", "-d", str(comps), "--", sys.executable, "-c", leaver, str(child_pid_file),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    code = run.wait()
+    child = int(child_pid_file.read_text())
+    try:
+        assert code == 0, run.both()
+        wait_until(lambda: not alive(child), 10, f"the app's leftover child (pid {child}) to end")
+        assert "app 'leaver' left processes running in its process group: stopping them" in run.err()
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def test_a_busy_requested_port_is_a_clear_error(rh: RunHome, tmp_path: Path) -> None:
     comps, _ = sqlite_components(tmp_path)
     with socket.socket() as busy:
