@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +93,20 @@ def is_alive(record: RunRecord) -> bool:
 
 
 def _read(path: Path) -> RunRecord | None:
+    """The record in ``path``; None when it cannot be read. Fields it does not know (a newer
+    devinit wrote it) are left out: a live run's record must not pass for unreadable, which
+    gets it deleted."""
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        apps = [AppRecord(**a) for a in data.pop("apps", [])]
-        return RunRecord(**data, apps=apps)
-    except (OSError, ValueError, TypeError):
+        apps = [AppRecord(**_known(AppRecord, a)) for a in data.pop("apps", [])]
+        return RunRecord(**_known(RunRecord, data), apps=apps)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def live_runs() -> list[RunRecord]:

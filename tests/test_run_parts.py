@@ -7,6 +7,7 @@ processes here, with the calls they make to the OS recorded.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -307,3 +308,24 @@ def test_a_spawned_server_serves_and_stops_its_app_when_its_lifeline_closes(tmp_
                 p.kill()
         if server.returncode is None:
             server.kill()
+
+
+# --- the run records ----------------------------------------------------------------------------
+
+
+def test_a_run_record_from_a_newer_devinit_is_read_not_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live run's record with fields this devinit does not know (a newer devinit wrote it):
+    `devinit list` shows the run, and the record stays (it was taken for unreadable and deleted)."""
+    from devinit import runs
+
+    monkeypatch.setenv("DEVINIT_DATA_DIR", str(tmp_path))
+    record = runs.this_run(None)  # this process: alive, and the start time matches
+    record.apps = [runs.AppRecord("newer", os.getpid(), 3500, 50001, ["python", "app.py"], str(tmp_path), time.time())]
+    record.save()
+    data = json.loads(record.path.read_text())
+    data["schema"] = 2
+    data["apps"][0]["appProtocol"] = "grpc"
+    record.path.write_text(json.dumps(data))
+    [app] = runs.running_apps()
+    assert app.app_id == "newer" and app.cli_pid == os.getpid()
+    assert record.path.exists()
