@@ -183,6 +183,7 @@ class StateServer:
         try:
             self._sidecar = sidecar.start(spec, spawn=True, env=_server_env())
         except OSError as e:
+            self.stop()  # the folder made for the component file goes too
             raise StateServerError(f"cannot start the state server ({sys.executable}): {e.strerror or e}") from None
         try:
             self._ports = self._wait_listening()

@@ -250,3 +250,13 @@ def test_a_server_that_dies_before_it_listens(no_server_left: None, tmp_path: Pa
     with pytest.raises(StateServerError) as err:
         StateServer().start()
     assert "exited with code 3 before it listened" in str(err.value) and "boom: this interpreter is broken" in str(err.value)
+
+
+def test_an_interpreter_that_cannot_be_started_leaves_no_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A real fault: the server's interpreter is not there (a venv removed under the test run).
+    The error says so, and the temporary folder made for the component file is removed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where StateServer makes its folder
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(StateServerError, match="cannot start the state server"):
+        StateServer("sqlite").start()
+    assert temp_folders() == set()
