@@ -554,10 +554,20 @@ def _terminate(pid: int, timeout: float, platform: str | None = None) -> None:
             _wait_gone(pid, 5.0, platform)
 
 
+#: bytes ``tail`` reads from a log's end (the log grows with every start and is never cut)
+TAIL_BYTES = 64 * 1024
+
+
 def tail(path: Path, lines: int = 15) -> str:
-    """The last ``lines`` lines of a log file ('' when it cannot be read)."""
+    """The last ``lines`` lines of a log file, from its last ``TAIL_BYTES`` ('' when it
+    cannot be read)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            data = f.read(TAIL_BYTES)
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    if size > TAIL_BYTES:
+        data = data.partition(b"\n")[2]  # the first line read is a part of one
+    return "\n".join(data.decode("utf-8", "replace").rstrip().splitlines()[-lines:])

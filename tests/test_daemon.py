@@ -317,3 +317,27 @@ def with_kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS bounds a process's memory on Linux only")
+def test_the_log_tail_reads_the_end_of_a_log_of_any_size(tmp_path: Path) -> None:
+    """The background server's log is appended to by every start and never cut: the lines an
+    error shows come from its end, read within a bound. A real 8 GiB (sparse) log, read by a
+    process allowed 1 GiB of memory: reading it whole fails there."""
+    log = tmp_path / "server.log"
+    with open(log, "wb") as f:
+        f.truncate(8 * 1024**3)
+        f.seek(0, os.SEEK_END)
+        f.write("".join(f"line {i} J\u00fcrgen\n" for i in range(30)).encode())
+    code = (
+        "import resource, sys\n"
+        "from devinit import daemon\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))\n"
+        "print(daemon.tail(__import__('pathlib').Path(sys.argv[1])))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(log)], env=devinit_env(), capture_output=True, timeout=120, encoding="utf-8"
+    )
+    log.unlink()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [f"line {i} J\u00fcrgen" for i in range(15, 30)]
