@@ -394,9 +394,18 @@ def app_prefix(prefix: str | None, app_id: str | None) -> str:
 def export_file(path: Path) -> tuple[IO[bytes], Callable[[bool], None]]:
     """A file to export into, owner-only (it holds the data), that appears only once complete.
 
-    Returns the open file and ``finish(ok)``: rename into place when ok, else remove."""
+    Returns the open file and ``finish(ok)``: rename into place when ok, else remove.
+    UsageError when it cannot be created (no such folder, no permission)."""
     tmp = path.with_name(f".{path.name}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        # A partial file left by an export that was killed goes first: opened as it is, it
+        # would keep its mode (perhaps readable by others), and the export would get it.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {path}: {e.strerror or e}. Give --output a path in a folder that exists and you can write to"
+        ) from None
     f = os.fdopen(fd, "wb")
 
     def finish(ok: bool) -> None:

@@ -370,3 +370,23 @@ def test_import_shows_a_progress_bar_on_a_terminal(srv: DevinitServer, tmp_path:
     finally:
         os.close(leader)
     assert f"Importing {path.name}".encode() in seen and b"100%" in seen
+
+
+def test_export_into_a_folder_that_is_not_there_is_a_clear_error(srv: DevinitServer, tmp_path: Path, tag: str):
+    ok(state(srv, "set", f"x||{tag}", "1"))
+    target = tmp_path / "no-such-folder" / "export.jsonl"
+    err = fails(state(srv, "export", "-o", str(target)), f"cannot write {target}", "No such file or directory")
+    assert "Traceback" not in err
+
+
+def test_export_file_is_owner_only_even_over_a_leftover_partial_file(srv: DevinitServer, tmp_path: Path, tag: str):
+    """A partial file left by an export that was killed, readable by others: the new export
+    does not write the data into it (its mode would carry over to the export)."""
+    ok(state(srv, "set", f"x||{tag}", "1"))
+    target = tmp_path / "export.jsonl"
+    leftover = tmp_path / ".export.jsonl.partial"
+    leftover.write_text("old")
+    leftover.chmod(0o644)
+    ok(state(srv, "export", "-o", str(target), "--prefix", f"x||{tag}"))
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert not leftover.exists()
