@@ -13,7 +13,7 @@
 
 Paths: ``~/`` is the home folder (not on Windows); ``common``'s paths and ``appDirPath`` are
 relative to the template's folder, an app's other paths to its ``appDirPath``; every path
-must exist. An app's components come from its own ``resourcesPath(s)``, else
+must be an existing folder. An app's components come from its own ``resourcesPath(s)``, else
 ``<appDirPath>/.dapr/resources`` when that folder exists, else ``common``'s, else devinit's
 home. ``env``: an app's entries win over ``common``'s, and both over the ``DAPR_*`` variables.
 Log destinations: ``appLogDestination`` (default ``fileAndConsole``) and
@@ -219,12 +219,16 @@ def _note_fields(doc: dict[str, Any], at: str, used: set[str], ignored: set[str]
 
 
 def _resolve(base: Path, text: str, where: str, field_name: str) -> Path:
-    """A path as Dapr resolves it: ``~/`` is home (not on Windows), relative is to ``base``; it must exist."""
+    """A folder's path as Dapr resolves it: ``~/`` is home (not on Windows), relative is to
+    ``base``; it must exist and be a folder (every path devinit reads from the template is one:
+    an app's folder, a resources folder)."""
     if text.startswith("~/") and sys.platform != "win32":
         text = str(Path.home() / text[2:])
     path = Path(text) if os.path.isabs(text) else base / os.path.normpath(text)
     if not path.exists():
         raise RunFileError(where, field_name, f"{path} does not exist")
+    if not path.is_dir():
+        raise RunFileError(where, field_name, f"{path} is a file, not a folder")
     return path.resolve()
 
 

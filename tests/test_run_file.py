@@ -154,6 +154,8 @@ apps:
         ("version: 1\napps: [appDirPath]", "apps[0]", "must be a mapping"),
         ("version: 1\napps: [{command: [x]}]", "apps[0].appDirPath", "required: the app's folder"),
         ("version: 1\napps: [{appDirPath: nowhere}]", "apps[0].appDirPath", "nowhere does not exist"),
+        ("version: 1\napps: [{appDirPath: dapr.yaml}]", "apps[0].appDirPath", "dapr.yaml is a file, not a folder"),
+        ("version: 1\napps: [{appDirPath: a, resourcesPath: ../dapr.yaml}]", "apps[0].resourcesPath", "is a file, not"),
         ("version: 1\napps: [{appDirPath: a, daprHTTPPort: http}]", "apps[0].daprHTTPPort", "'http' is not a port number"),
         ("version: 1\napps: [{appDirPath: a, appPort: 70000}]", "apps[0].appPort", "70000 is not a port number"),
         ("version: 1\napps: [{appDirPath: a, command: python app.py}]", "apps[0].command", "must be a list of strings"),
