@@ -6,8 +6,9 @@ and ``--components-path/-d``, ``--log-level``, ``--run-file/-f``; the click comm
 declares them). Every other flag of ``dapr run`` (dapr/cli cmd/run.go, and the root's
 ``--runtime-path`` and ``--log-as-json``) is taken off the command line before click sees it,
 with its value, and reported in one line: accepted, not a usage error. Go's flag syntax is
-understood: ``--flag value``, ``--flag=value``, ``-x value``, ``-xvalue``, and booleans as
-``--flag`` or ``--flag=false``.
+understood: ``--flag value``, ``--flag=value``, ``-x value``, ``-xvalue``, ``-x=value``
+(rewritten ``-xvalue`` for click, which would read ``=value``), and booleans as ``--flag``
+or ``--flag=false``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def strip_ignored(args: list[str]) -> tuple[list[str], list[str]]:
         if arg == "--" or not arg.startswith("-") or arg == "-":
             kept.extend(args[i:])
             break
+        if not arg.startswith("--") and len(arg) > 2 and arg[2] == "=":
+            arg = arg[:2] + arg[3:]  # Go's -a=orders is -aorders (click would take "=orders")
         name, eq, inline = arg.partition("=")
         flag = _BY_LONG.get(name) if name.startswith("--") else None
         if flag is None and not arg.startswith("--") and len(arg) >= 2:

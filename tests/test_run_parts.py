@@ -74,6 +74,21 @@ def test_the_apps_own_flags_are_never_touched() -> None:
     assert strip_ignored(["--bogus", "1"]) == (["--bogus", "1"], [])
 
 
+def test_short_flags_with_an_equals_sign_as_go_reads_them() -> None:
+    """pflag reads `-a=orders` as the value `orders` (click would read `=orders`: keys stored
+    under the app id '=orders', without a word)."""
+    kept, notes = strip_ignored(["-a=orders", "-H=3500", "-p=8080", "-P=grpc", "-k=false", "--", "node", "-x=1"])
+    assert kept == ["-aorders", "-H3500", "-p8080", "--", "node", "-x=1"]
+    assert [n.partition(": ignored")[0] for n in notes] == ["--app-protocol grpc", "--kubernetes false"]
+    from click.testing import CliRunner
+
+    from devinit.cli import cli
+
+    # the whole command line through click: the app id is 'orders'
+    got = CliRunner().invoke(cli, ["run", "-a=orders", "-d", "/nonexistent-devinit-folder", "--", "true"])
+    assert "(app 'orders') is not a folder" in str(got.exception), (got.output, got.exception)
+
+
 def test_log_levels_as_dapr_names_them() -> None:
     assert [server_log_level(x) for x in ("debug", "info", "warn", "WARNING", "error", "fatal", "panic")] == [
         "debug",
