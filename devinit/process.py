@@ -5,7 +5,8 @@ are real code paths a test can take on Linux.
 
 - POSIX: an app that shares ``devinit run``'s terminal stays in its process group when
   stdin is that terminal (``owns_terminal_input``: it reads stdin, and the terminal's Ctrl-C
-  reaches it directly). Every other app (``devinit run -f``, whose output devinit
+  reaches it directly); a signal that does not come from the terminal goes to it and to the
+  processes it started in that group (``family``), as a Ctrl-C would reach them. Every other app (``devinit run -f``, whose output devinit
   relays; a single app started by a script, an IDE or CI, with no terminal to share) gets a
   process group of its own, as ``dapr run`` gives it, so that stopping it reaches its children
   too (``npm start`` -> node, ``go run``, a reloader), also when ``devinit run`` is gone.
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from devinit.daemon import pid_alive
@@ -82,15 +85,16 @@ def terminal_sent_it(sig: int, own_group: bool, platform: str | None = None) -> 
 
 
 def interrupt(pid: int, own_group: bool, sig: int, platform: str | None = None) -> None:
-    """Ask an app to stop: ``sig`` to its group (or to it alone when it shares ours); on
-    Windows ``CTRL_BREAK_EVENT`` to its group, whatever ``sig`` was. Gone already: nothing."""
+    """Ask an app to stop: ``sig`` to its group (or, when it shares ours, to it and the
+    processes it started in our group: ``family``); on Windows ``CTRL_BREAK_EVENT`` to its
+    group, whatever ``sig`` was. Gone already: nothing."""
     try:
         if _windows(platform):
             os.kill(pid, CTRL_BREAK_EVENT)  # GenerateConsoleCtrlEvent for the app's group
         elif own_group:
             os.killpg(pid, sig)  # the app leads its group: pgid == pid
         else:
-            os.kill(pid, sig)
+            _signal_family(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
     except OSError:
@@ -108,12 +112,71 @@ def kill(pid: int, own_group: bool, platform: str | None = None) -> None:
         elif own_group:
             os.killpg(pid, signal.SIGKILL)
         else:
-            os.kill(pid, signal.SIGKILL)
+            _signal_family(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     except OSError:
         if not _windows(platform):
             raise
+
+
+def _signal_family(pid: int, sig: int) -> None:
+    """``sig`` to ``pid`` and to its descendants in its process group (found before: once it
+    has ended they are another's children). An app that shares our group cannot be signalled
+    as a group (the group is ours too); this reaches what a terminal's Ctrl-C reaches."""
+    below = family(pid)
+    os.kill(pid, sig)
+    for p in below:
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def family(pid: int) -> list[int]:
+    """The descendants of ``pid`` (POSIX) in its process group: children, their children, ...;
+    not those that made a group of their own (a terminal's Ctrl-C would not reach them either).
+    Linux reads /proc; elsewhere ``ps``. Empty when neither tells."""
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for p, ppid, group in _processes():
+        if group == pgid:
+            children.setdefault(ppid, []).append(p)
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 10_000:
+        for child in children.pop(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process we can see."""
+    out: list[tuple[int, int, int]] = []
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()  # after the command name
+                out.append((int(entry.name), int(fields[1]), int(fields[2])))
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+        return out
+    try:
+        ps = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,pgid="], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return out
+    for line in ps.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and all(x.isdigit() for x in parts):
+            out.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    return out
 
 
 def stop(pid: int, own_group: bool, grace: float = GRACE, platform: str | None = None) -> bool:

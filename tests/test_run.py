@@ -269,6 +269,48 @@ def test_the_apps_own_children_stop_with_it_when_there_is_no_terminal(rh: RunHom
             pass
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_in_a_terminal_the_apps_own_children_stop_with_it_too(rh: RunHome, tmp_path: Path, how: str) -> None:
+    """An app sharing the terminal stays in devinit run's process group (stdin). Stopped by a
+    signal that does not come from the terminal (SIGTERM from an IDE or `devinit stop`, or
+    devinit run killed and its server stopping the app), the processes it started in that
+    group get the signal too, as a terminal's Ctrl-C would give it to them."""
+    comps, _ = sqlite_components(tmp_path)
+    child_pid_file = tmp_path / "child.pid"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session of its own with the pseudo-terminal as its terminal
+        os.chdir(rh.root)
+        argv = rh.argv("run", "-a", "tty-family", "-d", str(comps), "--", sys.executable, "-c", FAMILY, str(child_pid_file))
+        # under a shell that stays, as in a terminal: the session's leader ending would hang
+        # up the terminal, and that SIGHUP would end every process of its foreground group
+        os.execvpe("sh", ["sh", "-c", '"$@"; echo run-ended; sleep 60', "sh", *argv], rh.env)
+    seen = b""
+    child = 0
+    try:
+        deadline = time.monotonic() + 60
+        while b"waiting" not in seen and time.monotonic() < deadline:
+            seen += _read_pty(fd)
+        assert b"waiting" in seen, seen.decode(errors="replace")
+        child = int(child_pid_file.read_text())
+        [app] = wait_until(rh.listed, 10, "the run to be listed")
+        assert app["appPid"] != child and alive(child)
+        os.kill(app["cliPid"], getattr(signal, how))
+        wait_until(lambda: not alive(app["cliPid"]), 30, "devinit run to end")
+        wait_until(lambda: not alive(app["appPid"]) and not alive(app["daprdPid"]), 20, "the app and its server to end")
+        wait_until(lambda: not alive(child), 10, f"the app's own child (pid {child}) to end")
+    finally:
+        for p in (pid, child):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        os.close(fd)
+
+
 def test_what_an_app_left_behind_when_it_ended_stops_with_the_run(rh: RunHome, tmp_path: Path) -> None:
     """An app that ends on its own but leaves a process of its own running (a child it did not
     wait for): the run ends with its apps, and what they left behind in their process groups
