@@ -149,7 +149,8 @@ def _token() -> str | None:
 def check_app_id(app_id: str, where: str) -> None:
     """UsageError unless ``app_id`` can prefix keys as Dapr does (``<app-id>||<key>``)."""
     if not app_id or "||" in app_id or any(c.isspace() or not c.isprintable() for c in app_id):
-        raise UsageError(f"{where}: {app_id!r} is not a usable app id (no spaces, no '||'); give e.g. --app-id orders")
+        example = "--app-id orders" if where.startswith("--") else f"{where}: orders"
+        raise UsageError(f"{where}: {app_id!r} is not a usable app id (no spaces, no '||'); give e.g. {example}")
 
 
 def run(opts: RunOptions, printer: Printer | None = None) -> int:
