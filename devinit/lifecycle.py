@@ -211,7 +211,9 @@ def _init(
         template = "statestore-redis"
     else:
         db = paths.sqlite_db(key)
-        db.parent.mkdir(parents=True, exist_ok=True)
+        # The apps' data: a folder only its owner can enter (SQLite creates the file 0644, and
+        # a home folder may be 0755), as the setup record and the component file are 0600.
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         new.sqlite_db = str(db)
         values = {"connectionString": str(db)}
         template = "statestore-sqlite"

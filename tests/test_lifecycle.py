@@ -182,6 +182,8 @@ def test_no_docker_falls_back_to_sqlite(home: Home) -> None:
     assert doc["spec"]["type"] == "state.sqlite"
     db = Path(component_values(h.component)["connectionString"])
     assert db.is_relative_to(h.data)
+    # the apps' data: in a folder only its owner can enter (the file itself gets SQLite's mode)
+    assert db.parent.stat().st_mode & 0o777 == 0o700
     base = f"http://127.0.0.1:{h.http_port}/v1.0/state/statestore"
     assert httpx.post(base, json=[{"key": "k", "value": "v"}], timeout=15).status_code == 204
     assert get_state(h, "k").json() == "v"
