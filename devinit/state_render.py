@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,19 +38,36 @@ def time_left(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+#: characters a table must not print as they are: C0/C1 controls (newlines, escape sequences)
+#: and the line/paragraph separators and bidi overrides that rearrange what a terminal shows
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """``text`` for a table: unsafe characters escaped (``\\n``, ``\\x1b``, ``\\u202e``), as redis-cli does."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group(0)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return named.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
 def key_table(rows: Iterable[KeyRow], first: int = 1000) -> Iterator[str]:
-    """The lines of ``state ls``: column widths from the first ``first`` rows, then streamed."""
+    """The lines of ``state ls``: column widths from the first ``first`` rows, then streamed;
+    keys and app ids shown with their control characters escaped (``shown``)."""
     it = iter(rows)
     head = list(itertools.islice(it, first))
     if not head:
         yield "(no keys)"
         return
-    kw = min(KEY_WIDTH, max(3, *(len(r.key) for r in head)))
-    aw = max(6, *(len(r.app_id or "-") for r in head))
+    kw = min(KEY_WIDTH, max(3, *(len(shown(r.key)) for r in head)))
+    aw = max(6, *(len(shown(r.app_id or "-")) for r in head))
     yield f"{'KEY':<{kw}}  {'APP ID':<{aw}}  {'SIZE':>8}  {'EXPIRES':>8}  ETAG"
     for r in itertools.chain(head, it):
         left = None if r.expire_at is None else r.expire_at - r.now
-        yield f"{r.key:<{kw}}  {r.app_id or '-':<{aw}}  {size(r.size):>8}  {time_left(left):>8}  {r.etag}"
+        yield f"{shown(r.key):<{kw}}  {shown(r.app_id or '-'):<{aw}}  {size(r.size):>8}  {time_left(left):>8}  {r.etag}"
 
 
 def value(doc: dict[str, Any], terminal: bool) -> bytes:

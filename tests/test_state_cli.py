@@ -390,3 +390,16 @@ def test_export_file_is_owner_only_even_over_a_leftover_partial_file(srv: Devini
     ok(state(srv, "export", "-o", str(target), "--prefix", f"x||{tag}"))
     assert target.stat().st_mode & 0o777 == 0o600
     assert not leftover.exists()
+
+
+def test_ls_shows_control_characters_in_keys_escaped_one_row_each(srv: DevinitServer, tag: str):
+    """A key is any string: a newline would split its row in two and an escape sequence would
+    recolour (or retitle) the user's terminal. The table shows them escaped, as redis-cli does;
+    --json keeps the keys exact."""
+    odd = f"odd||{tag}-a\nb\x1b[31mred\u202e"
+    r = httpx.put(f"{srv.url}{R}stores/statestore/keys/{quote(odd, safe='')}", json={"value": 1}, trust_env=False)
+    assert r.status_code == 200, r.text
+    lines = ok(state(srv, "ls", "--prefix", f"odd||{tag}")).splitlines()
+    assert len(lines) == 2 and "\x1b" not in lines[1] and "\u202e" not in lines[1], lines
+    assert lines[1].startswith(f"odd||{tag}-a\\nb\\x1b[31mred\\u202e "), lines
+    assert [k["key"] for k in json.loads(ok(state(srv, "ls", "--prefix", f"odd||{tag}", "--json")))] == [odd]
