@@ -67,8 +67,24 @@ def find_server(home: Path | None = None, http_port: int | None = None) -> Serve
     if env:
         if not env.isdigit() or not 0 < int(env) < 65536:
             raise UsageError(f"DAPR_HTTP_PORT={env!r} is not a port number. Fix it, or pass --http-port")
-        return Server(int(env), "DAPR_HTTP_PORT", token)
-    return Server(DEFAULT_PORT, f"the default port {DEFAULT_PORT} (no server started by 'devinit init' for this home)", token)
+        return Server(int(env), "DAPR_HTTP_PORT" + _run_servers(), token)
+    return Server(
+        DEFAULT_PORT,
+        f"the default port {DEFAULT_PORT} (no server started by 'devinit init' for this home){_run_servers()}",
+        token,
+    )
+
+
+def _run_servers(most: int = 5) -> str:
+    """The servers of apps under ``devinit run``, for a message about a server not found: each
+    app has one of its own (its in-memory or SQLite store is not init's), on a port it chose."""
+    from devinit.runs import running_apps
+
+    apps = running_apps()
+    if not apps:
+        return ""
+    shown = ", ".join(f"--http-port {a.http_port} for app {a.app_id!r}" for a in apps[:most])
+    return f"; apps under 'devinit run' have servers of their own: {shown}" + (" ..." if len(apps) > most else "")
 
 
 @dataclass

@@ -439,6 +439,14 @@ def test_the_server_alone_list_and_stop(rh: RunHome, tmp_path: Path) -> None:
     assert url == f"http://127.0.0.1:{app['httpPort']}/ui/"
     page = httpx.get(url, timeout=10, trust_env=False)
     assert page.status_code == 200 and "<html" in page.text.lower()
+    # `devinit state` finds no server of init's: the error names the run's server and its port
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nothing = closed.getsockname()[1]
+    out = rh.cli("state", "ls", env={"DAPR_HTTP_PORT": str(nothing)})
+    assert out.returncode == 1, out.stderr
+    assert f"--http-port {app['httpPort']} for app 'lonely'" in out.stderr, out.stderr
+    assert rh.cli("state", "ls", "--http-port", str(app["httpPort"])).stdout.strip() == "(no keys)"
     out = rh.cli("stop", "--app-id", "lonely")
     assert out.returncode == 0 and "stopped: lonely" in out.stdout, out.stderr
     assert run.wait() == 0
