@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -107,7 +108,9 @@ def options_from_flags(flags: Flags, command: list[str], home: Path | None, note
         raise UsageError(f"--log-level: {e}") from None
     app_id = flags.app_id
     if not app_id:
-        app_id = Path.cwd().name or "app"  # as a run file names an app without appID: its folder
+        # as a run file names an app without appID: its folder's name, made usable ("My Service": "My-Service")
+        name = "".join("-" if c.isspace() or not c.isprintable() else c for c in Path.cwd().name)
+        app_id = re.sub(r"-{2,}", "-", name.replace("||", "-")).strip("-") or "app"
         notes.append(f"no --app-id given: using {app_id!r} (the folder's name); keys are stored as '{app_id}||<key>'")
     check_app_id(app_id, "--app-id")
     if not command:

@@ -418,6 +418,14 @@ def test_the_app_id_defaults_to_the_folders_name(rh: RunHome, tmp_path: Path) ->
     assert sqlite_value(db, "my-service||k") == b'"1"'
     out = rh.cli("run", "-a", "bad||id", "-d", str(comps), "--", sys.executable, str(PROBE))
     assert out.returncode == 1 and "is not a usable app id" in out.stderr
+    # a folder's name with spaces (common on macOS and Windows) gives a usable id, not an error
+    # about an --app-id the user never gave
+    spaced = tmp_path / "My Service"
+    spaced.mkdir()
+    out = rh.cli("run", "-d", str(comps), "--", sys.executable, str(PROBE), "--save", "k=2", cwd=spaced)
+    assert out.returncode == 0, out.stderr
+    assert "no --app-id given: using 'My-Service'" in out.stderr
+    assert sqlite_value(db, "My-Service||k") == b'"2"'
 
 
 def test_a_command_that_does_not_exist(rh: RunHome, tmp_path: Path) -> None:
