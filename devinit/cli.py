@@ -483,20 +483,32 @@ def state_clear(
 @click.option("--no-browser", is_flag=True, help="Only print the URL.")
 def ui(home: Path | None, http_port: int | None, no_browser: bool) -> None:
     """Open the inspector (the state server's page at /ui/) in the default browser."""
-    from urllib.parse import quote
+    from devinit.errors import ApiError
 
+    ticket: str | None = None
+    older = False
     with _client(home, http_port) as c:
         c.stores()  # the server answers (and takes the token) before a browser is sent there
         url = c.server.ui_url
-        token = c.server.token
+        if c.server.token and not no_browser:
+            # Never the token itself in the URL: the browser's command line (xdg-open, open, the
+            # browser) is visible to every local user in ps. A ticket works once, for 60 s; the
+            # page trades it for the token and keeps that in the tab's sessionStorage.
+            try:
+                ticket = c.ticket()
+            except ApiError as e:
+                if e.http_status != 404:
+                    raise
+                older = True  # a server from before tickets: the page asks for the token
     click.echo(f"Inspector: {url}")
     if no_browser:
         return
     import webbrowser
 
-    # The token goes in the fragment, which browsers never send to a server; the page keeps it
-    # in the tab's sessionStorage. It is not printed.
-    if not webbrowser.open(url + (f"#token={quote(token, safe='')}" if token else "")):
+    if older:
+        click.echo("This server gives no tickets (an older devinit): enter the API token in the page.")
+    if not webbrowser.open(url + (f"#ticket={ticket}" if ticket else "")):
+        token = bool(ticket) or older
         click.echo("Could not start a browser here: open the URL above" + (" and enter the API token." if token else "."))
 
 

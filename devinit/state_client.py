@@ -171,6 +171,14 @@ class StateClient:
         doc: dict[str, Any] = self._call("GET", "stores")
         return doc
 
+    def ticket(self) -> str | None:
+        """POST /devinit/v1/tickets: a single-use ticket the page trades for the API token
+        (None when the server takes no token); ``devinit ui`` puts it in the page's URL instead
+        of the token, which would be on the browser's command line for every local user to see."""
+        doc: dict[str, Any] = self._call("POST", "tickets")
+        ticket = doc.get("ticket") if isinstance(doc, dict) else None
+        return ticket if isinstance(ticket, str) else None
+
     def resolve_store(self, store: str | None) -> str:
         """``store`` when given; else the only state store the server has; else ``statestore``."""
         if store:

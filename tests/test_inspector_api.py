@@ -21,7 +21,8 @@ from conftest import STORES, backing_server, store_component
 from dapr.proto import api_v1, common_v1
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
-from devinit.server.inspector_api import EXPORT_BUDGET
+from devinit.errors import ApiError
+from devinit.server.inspector_api import EXPORT_BUDGET, MAX_TICKETS, TICKET_SECONDS, Tickets
 from support import DevinitServer, write_component
 
 R = "/devinit/v1/"
@@ -346,6 +347,77 @@ def test_token_guards_the_route_but_not_the_page(tmp_path: Path):
         assert httpx.get(s.url + "/ui/app.js").status_code == 200
     finally:
         s.stop()
+
+
+def test_a_ticket_is_traded_for_the_token_once(tmp_path: Path):
+    """devinit ui's ticket (POST tickets, with the token) is traded by the page for the token
+    (POST tickets/redeem, without it) once; a second use says someone else has the token."""
+    folder = tmp_path / "components"
+    write_component(folder, "statestore", "state.in-memory")
+    s = DevinitServer(folder, env={"DAPR_API_TOKEN": "s3cret"})
+    token = {"dapr-api-token": "s3cret"}
+    try:
+        for headers in ({}, {"dapr-api-token": "wrong"}):  # only a holder of the token gets tickets
+            r = httpx.post(s.url + R + "tickets", headers=headers)
+            assert r.status_code == 401 and r.json()["errorCode"] == "ERR_API_TOKEN"
+        got = httpx.post(s.url + R + "tickets", headers=token).json()
+        assert got["expiresIn"] == TICKET_SECONDS and len(got["ticket"]) >= 43
+        ticket = got["ticket"]
+        redeem = s.url + R + "tickets/redeem"
+        # a page of another site is refused before anything happens: the ticket stays good
+        r = httpx.post(redeem, json={"ticket": ticket}, headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and r.json()["errorCode"] == "ERR_ORIGIN_NOT_ALLOWED"
+        # bad requests: a clear error, the ticket not used up
+        r = httpx.post(redeem, content=json.dumps({"ticket": ticket}), headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415  # no form post from a page elsewhere
+        for body in ({}, {"ticket": 5}, {"ticket": ""}, {"ticket": "x" * 500}, ["x"]):
+            r = httpx.post(redeem, json=body)
+            assert r.status_code == 400 and '{"ticket": "..."}' in r.json()["message"], (body, r.text)
+        r = httpx.post(redeem, json={"ticket": ticket[:-1] + ("A" if ticket[-1] != "A" else "B")})
+        assert r.status_code == 403 and r.json()["errorCode"] == "ERR_TICKET_INVALID"
+        assert "run devinit ui again" in r.json()["message"]
+        # the page (a loopback origin): the token, once
+        r = httpx.post(redeem, json={"ticket": ticket}, headers={"Origin": f"http://127.0.0.1:{s.http_port}"})
+        assert r.status_code == 200 and r.json() == {"token": "s3cret"}
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["access-control-allow-origin"] == f"http://127.0.0.1:{s.http_port}"
+        r = httpx.post(redeem, json={"ticket": ticket})
+        assert r.status_code == 403 and r.json()["errorCode"] == "ERR_TICKET_USED"
+        assert "someone else" in r.json()["message"] and "new DAPR_API_TOKEN" in r.json()["message"]
+        # at most MAX_TICKETS kept: one more pushes the oldest out
+        tickets = [httpx.post(s.url + R + "tickets", headers=token).json()["ticket"] for _ in range(MAX_TICKETS + 1)]
+        assert len(set(tickets)) == MAX_TICKETS + 1
+        assert httpx.post(redeem, json={"ticket": tickets[0]}).json()["errorCode"] == "ERR_TICKET_INVALID"
+        for t in tickets[1:]:
+            assert httpx.post(redeem, json={"ticket": t}).json() == {"token": "s3cret"}
+    finally:
+        s.stop()
+    s = DevinitServer(folder)  # no token: no ticket to trade, the page works as it is
+    try:
+        assert httpx.post(s.url + R + "tickets").json() == {"ticket": None, "expiresIn": None}
+        assert httpx.post(s.url + R + "tickets/redeem", json={"ticket": "x"}).json()["errorCode"] == "ERR_TICKET_INVALID"
+    finally:
+        s.stop()
+
+
+def test_a_ticket_expires():
+    """A ticket is good for TICKET_SECONDS (on the clock the tickets are given: no waiting here)."""
+    now = [1000.0]
+    tickets = Tickets(clock=lambda: now[0])
+    late, used = tickets.issue(), tickets.issue()
+    tickets.redeem(used)
+    now[0] += TICKET_SECONDS - 1
+    fresh = tickets.issue()
+    with pytest.raises(ApiError) as e:
+        tickets.redeem(used)
+    assert e.value.error_code == "ERR_TICKET_USED"  # remembered as used while it would be good
+    now[0] += 1
+    for gone in (late, used):
+        with pytest.raises(ApiError) as e:
+            tickets.redeem(gone)
+        assert e.value.error_code == "ERR_TICKET_INVALID"
+    assert len(tickets.kept) == 1  # the expired are forgotten
+    tickets.redeem(fresh)
 
 
 def test_live_feed_sees_http_and_grpc_calls(c: httpx.Client, srv: DevinitServer, tag: str):

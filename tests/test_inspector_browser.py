@@ -1,6 +1,6 @@
 """The inspector page (/ui/) in a real headless Chromium against a real `devinit serve`: the list,
-a key, an edit that meets a stale etag, delete, create, the live feed, the token, narrow and
-dark windows. Each test also checks the console stayed clean (a CSP violation would show there).
+a key, an edit that meets a stale etag, delete, create, the live feed, the token (typed, or traded
+for devinit ui's ticket), narrow and dark windows. Each test also checks the console stayed clean (a CSP violation would show there).
 """
 
 from __future__ import annotations
@@ -278,10 +278,22 @@ def test_live_feed_shows_calls_from_other_clients(driver: Any, srv: DevinitServe
     clean_console(driver)
 
 
-def test_token_from_the_fragment_or_typed(driver: Any, tmp_path: Path):
+def test_token_typed_or_from_a_ticket(driver: Any, tmp_path: Path):
     folder = tmp_path / "components"
     write_component(folder, "statestore", "state.in-memory")
     s = DevinitServer(folder, env={"DAPR_API_TOKEN": "s3cret"})
+
+    def ticket() -> str:  # as devinit ui asks for one
+        r = httpx.post(s.url + R + "tickets", headers={"dapr-api-token": "s3cret"})
+        assert r.status_code == 200, r.text
+        return str(r.json()["ticket"])
+
+    def dialog_says(words: str) -> str:
+        wait_for(lambda: el(driver, "#token-dialog[open]"), "the token dialog")
+        text = str(el(driver, "#token-text").text)
+        assert words in text, text
+        return text
+
     try:
         open_page(driver, s, "")
         wait_for(lambda: el(driver, "#token-dialog[open]"), "the token dialog")
@@ -289,11 +301,35 @@ def test_token_from_the_fragment_or_typed(driver: Any, tmp_path: Path):
         el(driver, "#token-ok").click()
         wait_for(lambda: not els(driver, "#token-dialog[open]") and el(driver, '.card[data-store="statestore"]'), "the stores")
         driver.execute_script("sessionStorage.clear()")
-        # devinit ui's way: the token in the fragment (never sent to a server), taken off the URL at once
-        open_page(driver, s, "#token=s3cret")
-        wait_for(lambda: el(driver, '.card[data-store="statestore"]'), "the stores with the fragment's token")
-        assert "s3cret" not in driver.current_url
+        # devinit ui's way: a ticket in the fragment, traded for the token, taken off the URL at once
+        first = ticket()
+        open_page(driver, s, f"#ticket={first}&/statestore")
+        wait_for(lambda: el(driver, "#prefix"), "the store's keys, signed in by the ticket")
+        assert first not in driver.current_url and driver.current_url.endswith("/ui/#/statestore")
         assert driver.execute_script("return sessionStorage.getItem('devinit.token')") == "s3cret"
+        assert not els(driver, "#token-dialog[open]")
+        clean_console(driver)
+        # the same ticket again (someone else was first): said plainly, and the token asked for
+        driver.execute_script("sessionStorage.clear()")
+        open_page(driver, s, f"#ticket={first}")
+        dialog_says("used already, by someone else")
+        assert "Restart the server with a new DAPR_API_TOKEN" in el(driver, "#token-text").text
+        assert first not in driver.current_url
+        el(driver, "#token-input").send_keys("s3cret")
+        el(driver, "#token-ok").click()
+        wait_for(lambda: not els(driver, "#token-dialog[open]") and el(driver, '.card[data-store="statestore"]'), "the stores")
+        # a ticket redeemed elsewhere first, while this tab is open: the same warning
+        driver.execute_script("sessionStorage.clear()")
+        stolen = ticket()
+        assert httpx.post(s.url + R + "tickets/redeem", json={"ticket": stolen}).status_code == 200
+        open_page(driver, s, f"#ticket={stolen}")
+        dialog_says("used already, by someone else")
+        # a ticket nobody gave out
+        driver.execute_script("sessionStorage.clear()")
+        open_page(driver, s, "#ticket=not-a-ticket")
+        dialog_says("unknown or expired")
+        assert "not-a-ticket" not in driver.current_url
+        # the refused redeem calls (403) are the page's own, handled: nothing else in the console
         clean_console(driver)
     finally:
         s.stop()

@@ -318,26 +318,50 @@ def test_the_server_devinit_init_started_is_found_and_init_prints_the_page(tmp_p
         home.kill_server()
 
 
-def test_ui_opens_the_page_with_the_token_in_the_fragment(tmp_path: Path):
+def test_ui_never_puts_the_token_on_the_browsers_command_line(tmp_path: Path):
+    """devinit ui opens the page with a single-use ticket, never the token: the browser's
+    argv (xdg-open, open, the browser) is readable by every local user (ps)."""
     folder = tmp_path / "components"
     write_component(folder, "statestore", "state.in-memory")
     s = DevinitServer(folder, env={"DAPR_API_TOKEN": "s3cret/+"})
     opened = tmp_path / "opened.txt"
     fake = tmp_path / "browser.sh"  # $BROWSER: the command webbrowser runs with the URL
-    fake.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {opened}\n')
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$0" "$@" > {opened}.part && mv {opened}.part {opened}\n')
     fake.chmod(0o755)
+
+    def browser_argv() -> list[str]:
+        deadline = time.monotonic() + 20
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        argv = opened.read_text().splitlines()
+        opened.unlink()
+        return argv
+
     try:
         env = {"DAPR_API_TOKEN": "s3cret/+", "BROWSER": str(fake)}
         p = devinit("ui", "--http-port", str(s.http_port), env=env)
         assert ok(p).startswith(f"Inspector: http://127.0.0.1:{s.http_port}/ui/")
         assert "s3cret" not in p.stdout + p.stderr  # never printed
-        deadline = time.monotonic() + 20
-        while not opened.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert opened.read_text() == f"http://127.0.0.1:{s.http_port}/ui/#token=s3cret%2F%2B"
-        assert httpx.get(opened.read_text().split("#")[0]).status_code == 200
+        argv = browser_argv()
+        assert not any("s3cret" in a or quote("s3cret/+", safe="") in a for a in argv), argv
+        url = argv[-1]
+        base, _, fragment = url.partition("#ticket=")
+        assert base == f"http://127.0.0.1:{s.http_port}/ui/" and fragment, url
+        assert httpx.get(base).status_code == 200
+        # the page trades the ticket for the token, once
+        redeem = httpx.post(s.url + R + "tickets/redeem", json={"ticket": fragment})
+        assert redeem.status_code == 200 and redeem.json() == {"token": "s3cret/+"}
+        again = httpx.post(s.url + R + "tickets/redeem", json={"ticket": fragment})
+        assert again.status_code == 403 and again.json()["errorCode"] == "ERR_TICKET_USED"
         p = devinit("ui", "--http-port", str(s.http_port), "--no-browser", env={"DAPR_API_TOKEN": "wrong"})
         fails(p, "API token")  # checked before any browser is sent there
+    finally:
+        s.stop()
+    # a server without a token: the page as it is, no ticket
+    s = DevinitServer(folder)
+    try:
+        ok(devinit("ui", "--http-port", str(s.http_port), env={"BROWSER": str(fake)}))
+        assert browser_argv()[-1] == f"http://127.0.0.1:{s.http_port}/ui/"
     finally:
         s.stop()
 

@@ -8,6 +8,11 @@ reads and etag-checked writes of one key; export and import pages; clear; and th
 store. The API token applies as on the state API; the page's static files (no data in them)
 are served without it, with a strict Content-Security-Policy and no framing.
 
+``devinit ui`` gets the page signed in without the token ever being on a command line (a
+browser's argv is readable by every local user): it asks for a ticket (``POST tickets``, with
+the token), opens ``/ui/#ticket=...``, and the page trades the ticket for the token once
+(``POST tickets/redeem``, the one call without the token). See ``Tickets``.
+
 Values travel as JSON when the stored bytes are exactly the compact JSON text of a value
 (what Dapr's HTTP API stores), so that writing them back gives the same bytes; any other
 bytes travel as base64 with ``contentType`` ``text/plain; charset=utf-8`` (valid UTF-8) or
@@ -20,9 +25,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -60,6 +68,9 @@ MAX_CURSOR = 4096  # characters of a cursor given back to us
 # cursor to go on; a key whose value alone is larger makes a page of its own.
 EXPORT_BUDGET = 4 * 1024 * 1024
 _EXPORT_LISTINGS = 12  # listings per export page at most: 1000 halved down to 1, and two more
+TICKET_SECONDS = 60.0  # a ticket's life: devinit ui opens the browser at once
+MAX_TICKETS = 16  # tickets remembered (outstanding, or used within their life); the oldest go first
+MAX_TICKET_CHARS = 128  # a ticket given back to us (ours are 43)
 
 _API_HEADERS = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"), (b"X-Content-Type-Options", b"nosniff")]
 _NO_CONTENT: Response = (204, [(b"Cache-Control", b"no-store")], b"")
@@ -175,6 +186,77 @@ def _item_json(key: str, item: StoredItem, req: Request) -> dict[str, Any]:
     }
 
 
+# -- tickets: the token for the page, without the token on a command line -------------------
+
+
+class Tickets:
+    """Single-use, short-lived tickets that the page trades for the API token.
+
+    Why: ``devinit ui`` used to open ``/ui/#token=<token>``; the URL is an argument of the
+    browser's process (xdg-open, open, the browser itself), which ``ps`` shows to every local
+    user. A ticket in that place is worth little: it is random (256 bits), works once, and
+    only for ``TICKET_SECONDS``; whoever redeems it first gets the token, and the page that
+    comes second says so (``ERR_TICKET_USED``: the token must be taken as known, restart the
+    server with a new one). Only a caller that holds the token gets tickets, so they give
+    nothing new to anyone but the page. At most ``MAX_TICKETS`` are kept (outstanding, or
+    used and remembered until they would have expired, to tell "used" from "unknown"); a new
+    one pushes out the oldest. The comparison is constant-time over every ticket kept.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.kept: list[_Ticket] = []  # oldest first
+
+    def _drop_expired(self) -> None:
+        now = self.clock()
+        self.kept = [t for t in self.kept if t.expires > now]
+
+    def issue(self) -> str:
+        """A new ticket, valid for ``TICKET_SECONDS``, once."""
+        self._drop_expired()
+        ticket = secrets.token_urlsafe(32)
+        self.kept.append(_Ticket(ticket.encode("ascii"), self.clock() + TICKET_SECONDS))
+        del self.kept[:-MAX_TICKETS]
+        return ticket
+
+    def redeem(self, ticket: Any) -> None:
+        """Use ``ticket`` up; ApiError unless it was issued, has not expired and was not used."""
+        if not isinstance(ticket, str) or not ticket or len(ticket) > MAX_TICKET_CHARS:
+            raise malformed(
+                f'the body must be {{"ticket": "..."}}, the ticket from devinit ui (at most {MAX_TICKET_CHARS} characters)'
+            )
+        self._drop_expired()
+        given = ticket.encode("utf-8", "surrogatepass")
+        found = None
+        for t in self.kept:  # every ticket compared, each in constant time: no early exit
+            if hmac.compare_digest(given, t.value):
+                found = t
+        if found is None:
+            raise ApiError(
+                "ERR_TICKET_INVALID",
+                f"this ticket is unknown or expired (a ticket works once, within {TICKET_SECONDS:g} s of devinit ui): "
+                "run devinit ui again, or enter the API token",
+                403,
+                "PERMISSION_DENIED",
+            )
+        if found.used:
+            raise ApiError(
+                "ERR_TICKET_USED",
+                "this ticket was used already: someone else redeemed it and so knows the API token. Restart the "
+                "server with a new DAPR_API_TOKEN, then run devinit ui again",
+                403,
+                "PERMISSION_DENIED",
+            )
+        found.used = True
+
+
+@dataclass(slots=True)
+class _Ticket:
+    value: bytes
+    expires: float  # on Tickets.clock
+    used: bool = False
+
+
 # -- the route ------------------------------------------------------------------------------
 
 
@@ -255,6 +337,7 @@ class InspectorApp:
         self.runtime = runtime
         self.feed = Feed({name: entry.prefix for name, entry in runtime.entries.items()})
         self._files: dict[bytes, Response] = {}
+        self.tickets = Tickets()
 
     def route(self, req: Request) -> Awaitable[Response]:
         """The handler coroutine for a request under /devinit/ or /ui (the caller matched the prefix)."""
@@ -265,9 +348,17 @@ class InspectorApp:
             return _answer(self._static(req))
         if not path.startswith(PREFIX):
             raise _not_found(req)
+        rest = path[len(PREFIX) :]
+        if rest == b"tickets/redeem" and method == "POST":
+            # The one call without the token: the ticket stands for it. The browser rules
+            # (browser.py: loopback or allowed origins only) have screened it like any other.
+            return _answer(self._redeem(req))
         if self.runtime.api_token is not None:
             check_token(self.runtime.api_token, req.headers.get(b"dapr-api-token"))
-        rest = path[len(PREFIX) :]
+        if rest == b"tickets" and method == "POST":
+            if self.runtime.api_token is None:  # nothing to trade for: open the page as it is
+                return _answer(_json({"ticket": None, "expiresIn": None}))
+            return _answer(_json({"ticket": self.tickets.issue(), "expiresIn": TICKET_SECONDS}))
         if rest == b"stores" and method == "GET":
             return _answer(_json(self.stores()))
         if rest == b"events" and method == "GET":
@@ -308,6 +399,11 @@ class InspectorApp:
         return found
 
     # -- handlers -----------------------------------------------------------------------
+
+    def _redeem(self, req: Request) -> Response:
+        body = _object(_json_body(req), '{"ticket": "..."}')
+        self.tickets.redeem(body.get("ticket"))
+        return _json({"token": self.runtime.api_token})
 
     def stores(self) -> dict[str, Any]:
         """Every loaded store with its type, key prefix and health; the stores that failed to load."""

@@ -138,8 +138,57 @@ async function api(method, path, body, signal) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the token: from the fragment (devinit ui puts it there; fragments never reach a server), or typed
+// the token: traded for the ticket devinit ui puts in the fragment, or typed
+//
+// devinit ui never puts the token itself in the URL: the URL is on the browser's command line,
+// which every local user can read (ps). It opens #ticket=<ticket> instead; the page takes the
+// ticket off the address bar at once and trades it, once, for the token (POST tickets/redeem,
+// the one call without the token). A ticket works once and for 60 s: if another process
+// redeemed it first, that process knows the token, and the page says so.
 
+const TICKET_FRAGMENT = /^#ticket=([^&]*)(?:&(.*))?$/;
+
+// The ticket in the fragment, taken off the address bar (and out of the history); or null.
+function takeTicketFromFragment() {
+  const m = TICKET_FRAGMENT.exec(location.hash);
+  if (!m) return null;
+  const decode = (text) => { try { return decodeURIComponent(text); } catch (e) { return text; } };
+  const rest = m[2] ? decode(m[2]) : "/";
+  history.replaceState(null, "", `${location.pathname}#${rest.startsWith("/") ? rest : "/"}`);
+  return decode(m[1]);
+}
+
+async function redeemTicket(ticket) {
+  let r;
+  let data = null;
+  try {
+    r = await fetch(API + "tickets/redeem", {
+      method: "POST", headers: { "Content-Type": JSON_TYPE }, body: JSON.stringify({ ticket }),
+      cache: "no-store", credentials: "omit",
+    });
+    data = await r.json();
+  } catch (e) {
+    data = null;
+  }
+  if (r && r.ok && data && typeof data.token === "string") {
+    sessionStorage.setItem(TOKEN_KEY, data.token);
+    const dialog = $("#token-dialog");
+    if (dialog.open) dialog.close("ticket"); // asked for meanwhile (a refresh without the token)
+    return;
+  }
+  let why;
+  if (!r) why = "The devinit server does not answer: is it running? (devinit status)";
+  else if (data && data.errorCode === "ERR_TICKET_USED")
+    why = "Warning: the ticket devinit ui gave this page was used already, by someone else: they know the API token now. " +
+      "Restart the server with a new DAPR_API_TOKEN, then run devinit ui again. Or enter the token here.";
+  else if (data && data.errorCode === "ERR_TICKET_INVALID")
+    why = "The ticket devinit ui gave this page is unknown or expired (a ticket works once, within 60 s): " +
+      "run devinit ui again, or enter the API token (DAPR_API_TOKEN).";
+  else why = `The ticket was refused (${(data && data.message) || r.status}). Enter the API token (DAPR_API_TOKEN).`;
+  askToken(false, why);
+}
+
+// The token from a #token= fragment (what devinit ui opened before tickets), taken off the URL.
 function takeTokenFromFragment() {
   const m = /^#token=([^&]*)(?:&(.*))?$/.exec(location.hash);
   if (!m) return false;
@@ -149,14 +198,18 @@ function takeTokenFromFragment() {
   return true;
 }
 
-function askToken(wrong) {
+// The token dialog; ``why`` (a ticket's trouble) is shown even over a dialog already open.
+function askToken(wrong, why) {
   const dialog = $("#token-dialog");
+  if (dialog.open && !why) return;
+  const text = $("#token-text");
+  text.textContent = why || (wrong && sessionStorage.getItem(TOKEN_KEY)
+    ? "The server refused this token. Enter the value of DAPR_API_TOKEN the server runs with."
+    : "This server wants the API token (DAPR_API_TOKEN). It is kept in this tab only (sessionStorage) and sent to this server alone.");
+  text.classList.toggle("warn", Boolean(why));
   if (dialog.open) return;
   const input = $("#token-input");
   input.value = "";
-  dialog.querySelector("p").textContent = wrong && sessionStorage.getItem(TOKEN_KEY)
-    ? "The server refused this token. Enter the value of DAPR_API_TOKEN the server runs with."
-    : "This server wants the API token (DAPR_API_TOKEN). It is kept in this tab only (sessionStorage) and sent to this server alone.";
   dialog.showModal();
   input.focus();
 }
@@ -253,6 +306,11 @@ function route() {
 let view = { dispose() {} }; // the view on screen; dispose() stops its timers and requests
 
 function render() {
+  const ticket = takeTicketFromFragment(); // a devinit ui URL opened in this tab
+  if (ticket !== null) {
+    redeemTicket(ticket).then(() => { refreshStores(); render(); });
+    return;
+  }
   if (takeTokenFromFragment()) refreshStores();
   view.dispose();
   const r = route();
@@ -889,9 +947,11 @@ function tick() {
 
 // ---------------------------------------------------------------------------------------------
 
-function start() {
+async function start() {
   setUpTheme();
   setUpTokenDialog();
+  const ticket = takeTicketFromFragment();
+  if (ticket !== null) await redeemTicket(ticket); // before any call that needs the token
   window.addEventListener("hashchange", render);
   refreshStores();
   setInterval(refreshStores, 5000);
