@@ -13,8 +13,11 @@ on one queue; the main thread handles them in order, with the signals (a queue's
 safe in a signal handler). When an app ends, its server is told to stop. SIGINT/SIGTERM (Ctrl-C
 and Ctrl-Break on Windows): every app is asked to stop (devinit/process.py says how, per
 platform), is killed after the grace period (a second signal: at once), and each server stops
-once its app has ended. The run ends when every app and every server has (what an app left
-running in its process group is stopped then: SIGTERM, SIGKILL after the grace period); its
+once its app has ended. Every wait is bounded: an app still there ``KILL_WAIT`` seconds after
+its kill (stuck in the kernel, or out of the kill's reach) is left running, said so with its
+pid, and the run goes on as if it had ended. The run ends when every app and every server has
+(what an app left running in its process group is stopped then: SIGTERM, SIGKILL after the
+grace period); its
 exit code is the first non-zero exit code of an app, else 0. A server that fails to start stops the run
 with an error showing its last log lines.
 
@@ -52,6 +55,10 @@ if TYPE_CHECKING:
 LOG_DESTINATIONS = ("console", "file", "fileAndConsole")
 STARTUP_TIMEOUT = 30.0  # seconds for a server to listen (a store's dialTimeout is far below)
 SERVER_STOP_TIMEOUT = 15.0  # seconds for a server to drain and close its stores before it is killed
+# Seconds for a killed app to end. SIGKILL ends a process unless it is stuck in the kernel (an
+# uninterruptible wait: a hung network file system) or the kill missed it (it left the process
+# group it was given, which is what is signalled); past this, it is left running, said so.
+KILL_WAIT = 5.0
 HOST = "127.0.0.1"
 
 
@@ -185,6 +192,8 @@ class _App:
     server_code: int | None = None  # the server's exit code once it ended
     server_stopping_since: float | None = None
     kill_at: float | None = None  # the end of the app's grace period
+    killed_at: float | None = None  # when it was killed (it has KILL_WAIT seconds to end)
+    abandoned: bool = False  # killed, it did not end: left running (said so), no longer waited for
     own_group: bool = False
     failed: bool = False  # its server did not start
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
@@ -416,6 +425,7 @@ class _Supervisor:
     def _next_timeout(self) -> float:
         now = time.monotonic()
         times = [a.kill_at for a in self.apps if a.kill_at is not None and not a.app_ended]
+        times += [a.killed_at + KILL_WAIT for a in self.apps if a.killed_at is not None and not a.app_ended]
         times += [
             a.server_stopping_since + SERVER_STOP_TIMEOUT for a in self.apps if a.server_stopping_since and a.server_code is None
         ]
@@ -428,8 +438,11 @@ class _Supervisor:
         for app in self.apps:
             if app.kill_at is not None and now >= app.kill_at and not app.app_ended and app.proc is not None:
                 self.printer.note(f"app {app.spec.app_id!r} did not stop within {self.opts.grace:g}s: killing it")
-                process.kill(app.proc.pid, app.own_group, self.opts.platform)
+                self._kill(app)
                 app.kill_at = None
+            if app.killed_at is not None and now >= app.killed_at + KILL_WAIT and not app.app_ended:
+                # Not waited for any longer: the run goes on (its server stops, the run ends).
+                self._abandon(app)
             since = app.server_stopping_since
             if since is not None and now >= since + SERVER_STOP_TIMEOUT and app.server_code is None:
                 self.printer.note(
@@ -504,6 +517,8 @@ class _Supervisor:
             self._ask_to_stop(app, signal.SIGTERM)
 
     def _app_exit(self, app: _App, returncode: int) -> None:
+        if app.abandoned:  # it ended after all, once the run had stopped waiting for it
+            return
         app.exit_code = process.exit_code(returncode)
         if app.exit_code != 0 and self.first_failure is None:
             self.first_failure = app.exit_code
@@ -539,7 +554,7 @@ class _Supervisor:
             self.printer.note("second stop signal: killing the apps now")
             for app in self.apps:
                 if not app.app_ended and app.proc is not None:
-                    process.kill(app.proc.pid, app.own_group, self.opts.platform)
+                    self._kill(app)
             return
         self.stopping = True
         passed_on = True
@@ -565,6 +580,25 @@ class _Supervisor:
             return False
         process.interrupt(app.proc.pid, app.own_group, sig, self.opts.platform)
         return True
+
+    def _kill(self, app: _App) -> None:
+        assert app.proc is not None
+        process.kill(app.proc.pid, app.own_group, self.opts.platform)
+        if app.killed_at is None:
+            app.killed_at = time.monotonic()
+
+    def _abandon(self, app: _App) -> None:
+        """A killed app that has not ended within KILL_WAIT: say what is left, and go on as if
+        it had ended (killed), so that the run is not held forever by a process it cannot end."""
+        assert app.proc is not None
+        app.abandoned = True
+        app.killed_at = None
+        self.printer.note(_left_running(app.spec.app_id, app.proc.pid))
+        app.exit_code = process.exit_code(-signal.SIGKILL)
+        if self.first_failure is None:
+            self.first_failure = app.exit_code
+        self._stop_server(app)
+        self.record_stale = True
 
     def _stop_server(self, app: _App) -> None:
         if app.sidecar is not None and app.server_stopping_since is None and app.server_code is None:
@@ -706,7 +740,11 @@ class _Supervisor:
         for app in self.apps:
             if app.proc is not None and app.proc.poll() is None:
                 process.kill(app.proc.pid, app.own_group, self.opts.platform)
-                app.proc.wait()
+                if not app.abandoned:  # an abandoned app was waited for, and said so, already
+                    try:
+                        app.proc.wait(timeout=KILL_WAIT)
+                    except subprocess.TimeoutExpired:
+                        self.printer.note(_left_running(app.spec.app_id, app.proc.pid))
             if app.sidecar is not None and app.server_code is None:
                 app.server.stop()  # closes the lifeline too: end-of-file alone would stop it
         # An ended leader's pid is not given to another process while its group has members.
@@ -729,6 +767,15 @@ class _Supervisor:
                 f.close()
         if self.record is not None:
             self.record.remove()
+
+
+def _left_running(app_id: str, pid: int) -> str:
+    """What is left when a killed app does not end: it, running; and how to end it."""
+    return (
+        f"app {app_id!r} (pid {pid}) did not end within {KILL_WAIT:g}s of being killed: it is left running "
+        "(it left its process group, or is stuck in the kernel). "
+        f"End it yourself: kill -9 {pid} (Windows: taskkill /F /PID {pid})"
+    )
 
 
 def pipe_lines(stream: IO[bytes]) -> Iterable[str]:

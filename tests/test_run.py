@@ -586,3 +586,52 @@ def subprocess_run(argv: list[str], rh: RunHome) -> subprocess.CompletedProcess[
 
 def _cmdline(pid: int) -> list[str]:
     return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if a]
+
+
+ESCAPER = """
+import os, time
+child = os.fork()
+if child == 0:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    time.sleep(600)
+    os._exit(0)
+try:
+    os.setpgid(child, child)
+except OSError:
+    pass
+os.setpgid(0, child)  # leave the process group devinit run gave it: signals to that group miss it now
+print(f"escaped {os.getpid()} {child}", flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_app_the_kill_cannot_reach_is_left_running_said_so_and_the_run_ends(rh: RunHome, tmp_path: Path) -> None:
+    """Every wait has a bound: an app that survives its kill (here it left its process group,
+    which is what devinit run signals) does not hold the run forever. Before, devinit run waited
+    for it without end."""
+    comps, _ = sqlite_components(tmp_path)
+    script = tmp_path / "escaper.py"
+    script.write_text(ESCAPER)
+    run = rh.start("run", "-a", "escaper", "-d", str(comps), "--", sys.executable, str(script), stdin=subprocess.DEVNULL)
+    pids: list[int] = []
+    try:
+        run.wait_for("escaped")
+        pids = [int(p) for p in re.findall(r"escaped (\d+) (\d+)", run.out())[0]]
+        [app] = wait_until(rh.listed, 10, "the run to be listed")
+        run.signal(signal.SIGTERM)
+        code = run.wait(timeout=90)
+        assert code == 128 + signal.SIGKILL, run.both()
+        err = run.err()
+        assert f"app 'escaper' (pid {pids[0]}) did not end within" in err and "it is left running" in err, err
+        assert f"kill -9 {pids[0]}" in err
+        assert alive(pids[0])  # what it says: left running
+        assert not alive(app["daprdPid"]) and rh.records() == []
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
