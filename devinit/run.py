@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from devinit import ports, process
+from devinit.daemon import process_start_time
 from devinit.errors import DevinitError, UsageError
 from devinit.printer import Printer, plain
 
@@ -186,6 +187,8 @@ class _App:
     store_types: set[str]
     known_redis: dict[str, Any] | None
     sidecar: Sidecar | None = None  # once started
+    server_start: str | None = None  # daemon.process_start_time of the server, then of the app:
+    app_start: str | None = None  # in the run record, so that devinit stop never signals a reused pid
     proc: subprocess.Popen[bytes] | None = None
     ready: bool = False
     exit_code: int | None = None  # the app's, as the shell reports it
@@ -378,6 +381,8 @@ class _Supervisor:
                     ),
                     self.opts.platform,
                 )
+                # Our child, not waited for yet: its pid cannot have been reused.
+                app.server_start = process_start_time(app.sidecar.pid, self.opts.platform)
             # Only now (after the forks: a child must not inherit them) log files, signal handlers, threads.
             stamp = time.strftime("%Y%m%d%H%M%S")
             for app in self.apps:
@@ -503,6 +508,7 @@ class _Supervisor:
             self.first_failure = self.first_failure or code
             self._stop_server(app)
             return
+        app.app_start = process_start_time(app.proc.pid, platform)  # not waited for yet: still the app
         app.server.app_started(app.proc.pid, app.own_group)
         self.printer.note(f"app {spec.app_id!r} started (pid {app.proc.pid}): {where}")
         if not spec.shares_terminal:
@@ -724,6 +730,8 @@ class _Supervisor:
                 app_log=self._log_path(app, "app"),
                 server_log=self._log_path(app, "daprd"),
                 resources=[str(p) for p in app.spec.resources],
+                server_start=app.server_start,
+                app_start=app.app_start,
             )
             for app in self.apps
             if app.up

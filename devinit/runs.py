@@ -7,7 +7,9 @@ server, the ports, the command and the log files. It rewrites the file as apps s
 and removes it when it ends. A run killed outright (SIGKILL) cannot remove its file: whoever
 reads the records checks that the run's process is alive and is still that process (its start
 time, as the OS reports it: a reused pid has another), removes the file otherwise, and never
-shows it.
+shows it. The apps' and servers' pids are checked the same way (their start times are in the
+record too): an app whose pid now belongs to another process has ended, is not listed, and
+``devinit stop`` never signals that pid.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class AppRecord:
     app_log: str | None = None
     server_log: str | None = None
     resources: list[str] = field(default_factory=list)
+    server_start: str | None = None  # daemon.process_start_time of server_pid (None: not known)
+    app_start: str | None = None  # of app_pid
 
 
 @dataclass
@@ -86,10 +90,22 @@ def this_run(run_file: str | None) -> RunRecord:
 
 def is_alive(record: RunRecord) -> bool:
     """True when the recorded ``devinit run`` still runs (not a dead one whose pid was reused)."""
-    if not pid_alive(record.pid):
+    return same_process(record.pid, record.process_start)
+
+
+def same_process(pid: int, start: str | None) -> bool:
+    """True when ``pid`` is alive and is the process that started at ``start`` (as
+    ``process_start_time`` reported it then); a reused pid has another start time. Without a
+    recorded start (an older record), or when the OS cannot tell now, alive is enough."""
+    if not pid_alive(pid):
         return False
-    now = process_start_time(record.pid)
-    return record.process_start is None or now is None or now == record.process_start
+    now = process_start_time(pid) if start is not None else None
+    return start is None or now is None or now == start
+
+
+def _running(a: AppRecord) -> bool:
+    """The app runs (its server, for a server alone): its pid is still that process."""
+    return same_process(a.server_pid, a.server_start) if a.app_pid is None else same_process(a.app_pid, a.app_start)
 
 
 def _read(path: Path) -> RunRecord | None:
@@ -121,7 +137,7 @@ def live_runs() -> list[RunRecord]:
             path.unlink(missing_ok=True)  # unreadable, or its run is gone: never shown as running
             continue
         # an app that has ended (its run has not rewritten the file yet) is not running either
-        record.apps = [a for a in record.apps if pid_alive(a.server_pid if a.app_pid is None else a.app_pid)]
+        record.apps = [a for a in record.apps if _running(a)]
         found.append(record)
     return sorted(found, key=lambda r: r.started_at)
 
@@ -239,14 +255,19 @@ def stop(app_id: str | None = None, run_file: Path | None = None, timeout: float
         raise DevinitError(f"no app {what} is running. 'devinit list' shows what runs")
     from devinit import process
 
+    # Each pid is checked again right before it is signalled (it was when listed): a process
+    # that has ended since, its pid given to another program, is never signalled.
     waits: list[int] = []
     for run, chosen in targets:
         whole = len(chosen) == len(run.apps)
         if whole and not windows:
-            _signal(run.pid, signal.SIGTERM)
-            waits.append(run.pid)
+            if is_alive(run):
+                _signal(run.pid, signal.SIGTERM)
+                waits.append(run.pid)
             continue
         for a in chosen:
+            if not _running(a):
+                continue  # it has ended
             if a.app_pid is None:  # the server alone: stopping it ends that part of the run
                 if windows:
                     process.kill(a.server_pid, False, platform)

@@ -635,3 +635,48 @@ def test_an_app_the_kill_cannot_reach_is_left_running_said_so_and_the_run_ends(r
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_stop_never_signals_a_pid_another_process_has_now(rh: RunHome, tmp_path: Path) -> None:
+    """A run record names an app whose pid now belongs to another process (its start time is not
+    the recorded one): devinit stop does not signal it, and devinit list does not show it. Before,
+    that process got the SIGTERM."""
+    from devinit.daemon import process_start_time
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    run_proc = subprocess.Popen(sleeper)  # stands for the devinit run process (alive, itself)
+    keeper = subprocess.Popen(sleeper)  # the run's other app, still running
+    stranger = subprocess.Popen(sleeper)  # another program, given the pid of the app that ended
+    try:
+        for p in (run_proc, keeper, stranger):
+            wait_until(lambda p=p: process_start_time(p.pid), 10, "the start time")
+        common = {"http_port": 1, "grpc_port": 2, "command": ["app"], "cwd": str(tmp_path), "started_at": time.time()}
+        kept = process_start_time(keeper.pid)
+        record = {  # as devinit run writes it (runs.RunRecord, runs.AppRecord)
+            "pid": run_proc.pid,
+            "process_start": process_start_time(run_proc.pid),
+            "started_at": time.time(),
+            "apps": [
+                {"app_id": "keeper", "server_pid": keeper.pid, "app_pid": keeper.pid, "server_start": kept, "app_start": kept},
+                {
+                    "app_id": "gone",
+                    "server_pid": stranger.pid,
+                    "app_pid": stranger.pid,
+                    "server_start": "ticks:1",
+                    "app_start": "ticks:1",
+                },
+            ],
+        }
+        for app in record["apps"]:
+            app.update(common)
+        runs = rh.data / "state" / "runs"
+        runs.mkdir(parents=True)
+        (runs / f"run-{run_proc.pid}.json").write_text(json.dumps(record))
+        out = rh.cli("stop", "--app-id", "gone")
+        assert stranger.poll() is None and keeper.poll() is None and run_proc.poll() is None, out  # nobody signalled
+        assert out.returncode == 1 and "no app with app id 'gone' is running" in out.stderr, out.stdout + out.stderr
+        assert [a["appId"] for a in rh.listed()] == ["keeper"]
+    finally:
+        for p in (run_proc, keeper, stranger):
+            p.kill()
+            p.wait()
