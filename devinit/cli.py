@@ -43,7 +43,12 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep loopback unless you mean it.")
 @click.option("--app-id", default=None, help="App id: the default key prefix is '<app-id>||'.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-@click.option("--api-token", default=None, help="Require this token in 'dapr-api-token' [default: $DAPR_API_TOKEN].")
+@click.option(
+    "--api-token",
+    default=None,
+    help="Require this token in 'dapr-api-token' [default: $DAPR_API_TOKEN]. Prefer the variable: "
+    "a command line is visible to every local user (ps).",
+)
 @click.option(
     "--store-timeout",
     type=click.FloatRange(0.1, 600),
