@@ -22,7 +22,7 @@ RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection and 32 M
 waiting for its flow-control window (RESOURCE_EXHAUSTED; 5 minutes without a byte out: GOAWAY),
 2,000 streams reset in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row
 without a new call (both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least
-every 5 minutes; at most ``http_wire.connection_cap()`` connections (past it GOAWAY
+every 5 minutes; at most ``listener_cap.connection_cap()`` connections (past it GOAWAY
 ENHANCE_YOUR_CALM at once, logged). Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),
 the calls in flight finish (bounded), then the final GOAWAY and close.
 """
@@ -42,10 +42,9 @@ from urllib.parse import quote
 
 from devinit.server.drive import Driven
 from devinit.server.h2_connection import ENHANCE_YOUR_CALM, MAX_STREAM_ID, H2Connection, Limits, Stream, literal
-from devinit.server.http_wire import connection_cap
+from devinit.server.listener_cap import ListenerCap
 
 log = logging.getLogger("devinit.grpc")
-_MAX_REFUSED_LINGERING = 64  # refused connections lingering at once (past max_connections); then closed at once
 
 MAX_MESSAGE = 4 * 1024 * 1024  # grpc's default receive limit, and the HTTP front end's
 MAX_STREAMS = 256
@@ -174,12 +173,12 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         server = self.server
-        if len(server.connections) >= server.max_connections:
+        if server.cap.full(len(server.connections)):
             self.refused = True
-            server.refused += 1
-            self.conn.fail(ENHANCE_YOUR_CALM, server.too_many(self.transport))  # after our SETTINGS
+            message, at_once = server.cap.refuse(len(server.connections), f"{server.host}:{server.port}", self.transport)
+            self.conn.fail(ENHANCE_YOUR_CALM, message)  # after our SETTINGS
             self._flush()
-            if server.refused > _MAX_REFUSED_LINGERING:
+            if at_once:
                 self.transport.close()  # refused in a burst: no lingering for each
             else:
                 self._close_soon()  # so that the client reads the GOAWAY rather than a reset
@@ -190,11 +189,10 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
         if self.refused:
-            server.refused -= 1
+            server.cap.refused_closed()
         else:
             server.connections.discard(self)
-            if server.refusing and len(server.connections) < server.max_connections:
-                server.refusing = False  # the next refusal is logged again
+            server.cap.served_closed(len(server.connections))
         self.transport = None
         self.conn.connection_lost()
 
@@ -403,9 +401,7 @@ class GrpcServer:
         self, handler: Handler, route: Route, host: str, port: int, limits: Limits = LIMITS, max_connections: int | None = None
     ) -> None:
         self.handler = handler
-        self.max_connections = connection_cap() if max_connections is None else max_connections
-        self.refusing = False  # at the cap, and said so in the log
-        self.refused = 0  # refused connections not closed yet (lingering)
+        self.cap = ListenerCap(log, "gRPC", "close idle clients (or share channels)", max_connections)
         self.route = route
         self.host = host
         self.port = port
@@ -416,18 +412,6 @@ class GrpcServer:
         self.stopping = False
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-
-    def too_many(self, transport: asyncio.Transport) -> str:
-        """Why a connection past ``max_connections`` is refused; logged once each time the cap
-        is reached."""
-        message = (
-            f"{len(self.connections)} gRPC connections are open on {self.host}:{self.port}, the most devinit "
-            "serves at once: close idle clients (or share channels) and retry"
-        )
-        if not self.refusing:
-            self.refusing = True
-            log.warning("refusing a connection from %s: %s", transport.get_extra_info("peername"), message)
-        return message
 
     async def start(self) -> None:
         """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a

@@ -44,6 +44,7 @@ from typing import Any, cast
 import httptools
 
 from devinit.server.drive import Driven
+from devinit.server.listener_cap import ListenerCap
 
 log = logging.getLogger("devinit.http")
 
@@ -52,25 +53,10 @@ MAX_HEAD = 64 * 1024  # URL plus headers
 MAX_PIPELINED = 32  # complete requests waiting per connection before reading pauses
 # Open connections per listener: past it a new one is answered 503 and closed (a laptop's
 # clients need tens; each connection costs a file descriptor, and the stores need theirs).
-MAX_CONNECTIONS = 1024
-
-
-def connection_cap() -> int:
-    """``MAX_CONNECTIONS``, or a quarter of the process's file descriptors when that is less
-    (macOS' shells give 256): the listeners refuse before accept() fails for want of one."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit per process
-        return MAX_CONNECTIONS
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return MAX_CONNECTIONS
-    return max(16, min(MAX_CONNECTIONS, soft // 4))
 
 
 LINGER = 2.0  # seconds an ending connection keeps reading (and dropping) what the client sends
 _LINGER_BYTES = 64 << 20  # and how much of it at most
-_MAX_REFUSED_LINGERING = 64  # refused connections lingering at once; past it they close at once
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -143,11 +129,11 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         self.last_active = self.loop.time()
         server = self.server
-        if len(server.connections) >= server.max_connections:
+        if server.cap.full(len(server.connections)):
             self.refused = True
-            server.refused += 1
-            self._write(server.too_many(self.transport), _CLOSE, False, None)
-            if server.refused > _MAX_REFUSED_LINGERING:
+            message, at_once = server.cap.refuse(len(server.connections), f"{server.host}:{server.port}", self.transport)
+            self._write(server.error_response(503, message), _CLOSE, False, None)
+            if at_once:
                 self.transport.close()  # refused in a burst: no lingering for each
             else:
                 self._close()  # lingering, so that the client reads the 503 rather than a reset
@@ -157,11 +143,10 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
         if self.refused:
-            server.refused -= 1
+            server.cap.refused_closed()
         else:
             server.connections.discard(self)
-            if server.refusing and len(server.connections) < server.max_connections:
-                server.refusing = False  # the next refusal is logged again
+            server.cap.served_closed(len(server.connections))
         self.transport = None
         self.queue.clear()
 
@@ -539,9 +524,7 @@ class H1Server:
     ) -> None:
         self.handler = handler
         self.cors = cors
-        self.max_connections = connection_cap() if max_connections is None else max_connections
-        self.refusing = False  # at the cap, and said so in the log
-        self.refused = 0  # refused connections not closed yet (lingering)
+        self.cap = ListenerCap(log, "HTTP", "close idle clients (or reuse connections)", max_connections)
         self.screen = screen
         self.host = host
         self.port = port
@@ -563,18 +546,6 @@ class H1Server:
 
     def internal_error(self) -> Response:
         return self.error_response(500, "internal error in devinit; the server log has the details")
-
-    def too_many(self, transport: asyncio.Transport) -> Response:
-        """The answer to a connection past ``max_connections``; logged once each time the cap
-        is reached."""
-        message = (
-            f"{len(self.connections)} HTTP connections are open on {self.host}:{self.port}, the most devinit "
-            "serves at once: close idle clients (or reuse connections) and retry"
-        )
-        if not self.refusing:
-            self.refusing = True
-            log.warning("refusing a connection from %s: %s", transport.get_extra_info("peername"), message)
-        return self.error_response(503, message)
 
     async def start(self) -> None:
         """Bind and listen; raises OSError (e.g. the port is in use). Port 0: the OS chooses a
