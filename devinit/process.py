@@ -208,6 +208,15 @@ def group_alive(pgid: int, platform: str | None = None) -> bool:
     return True
 
 
+def leftover_group(pgid: int, platform: str | None = None) -> bool:
+    """True when process group ``pgid``, led by an app of ours that has ended and been reaped,
+    still has processes in it. A pid is not given to another process while a group of that id
+    has members; once the group is empty it may be, and the new process may lead a group of its
+    own (every job a shell starts does): a live process with that pid means the group is not
+    ours any more, and must never be signalled."""
+    return not pid_alive(pgid, platform) and group_alive(pgid, platform)
+
+
 def _group_gone(pgid: int, own_group: bool, deadline: float, platform: str | None) -> bool:
     while own_group and group_alive(pgid, platform):
         if time.monotonic() >= deadline:

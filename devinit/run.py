@@ -755,11 +755,13 @@ class _Supervisor:
                         self.printer.note(_left_running(app.spec.app_id, app.proc.pid))
             if app.sidecar is not None and app.server_code is None:
                 app.server.stop()  # closes the lifeline too: end-of-file alone would stop it
-        # An ended leader's pid is not given to another process while its group has members.
         left = [
             app
             for app in self.apps
-            if app.proc is not None and app.own_group and process.group_alive(app.proc.pid, self.opts.platform)
+            if app.proc is not None
+            and app.own_group
+            and app.proc.poll() is not None
+            and process.leftover_group(app.proc.pid, self.opts.platform)
         ]
         for app in left:
             self.printer.note(f"app {app.spec.app_id!r} left processes running in its process group: stopping them")

@@ -344,3 +344,36 @@ def test_a_run_record_from_a_newer_devinit_is_read_not_deleted(tmp_path: Path, m
     [app] = runs.running_apps()
     assert app.app_id == "newer" and app.cli_pid == os.getpid()
     assert record.path.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+def test_a_leftover_group_is_ours_only_while_no_other_process_has_its_id() -> None:
+    """An ended app's process group is swept at the end of a run. Its leftovers keep the id
+    from being given to another process; once they are gone, the id may lead a stranger's group
+    (every job a shell starts leads one), which must never be signalled."""
+    # An app that started a child in its group and ended: the child is a leftover.
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen(['sleep', '60']).pid, flush=True)"],
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+    assert leader.stdout is not None
+    child = int(leader.stdout.readline())
+    leader.wait(timeout=30)  # reaped, as devinit run reaps its apps
+    # A stranger leading its own group: its pid stands for a group id reused after ours emptied.
+    stranger = subprocess.Popen(["sleep", "60"], process_group=0)
+    try:
+        assert process.leftover_group(leader.pid) is True  # our leftover child is still in it
+        assert process.leftover_group(stranger.pid) is False  # a live process has that id: not ours
+        process.end_groups([leader.pid], grace=5)
+        wait_until(lambda: not alive(child), 10, "the leftover child to end")
+        assert process.leftover_group(leader.pid) is False
+        assert stranger.poll() is None  # untouched
+    finally:
+        for p in (child, stranger.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        stranger.wait(timeout=10)
