@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -42,6 +43,8 @@ async def echo(req: Request) -> Response:
         await fut
     if req.path == b"/big":
         return 200, [], b"b" * 65536
+    if req.path == b"/huge":
+        return 200, [], b"h" * (4 * 1024 * 1024)
     body = b"%s %s?%s len=%d" % (req.method.encode(), req.path, req.query, len(req.body))
     return 200, [(b"Content-Type", b"text/plain")], body
 
@@ -285,6 +288,43 @@ def test_answers_to_requests_read_at_once_wait_while_the_client_does_not_read(po
                 break
             threading.Event().wait(0.05)
         assert _connection_state() == [], "a connection whose client never reads was kept"
+
+
+def test_a_client_reading_a_large_answer_slowly_is_not_taken_for_idle(port):
+    """A client that reads a 4 MiB answer slowly, for longer than the idle timeout (1 s here),
+    but all the time: the answer shrinking in the write buffer counts as activity, so the
+    client gets all of it (the connection was dropped midway: only a client that reads none of
+    its answers is)."""
+    size = 4 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        # The server's kernel buffer kept small too, so that the answer waits in its write
+        # buffer (as on a slow network) rather than in loopback's few MiB of kernel memory.
+        me = s.getsockname()
+        for _ in range(200):  # until the server has accepted it (bounded: ~10 s)
+            mine = [
+                c for c in list(SERVER["server"].connections)
+                if c.transport is not None and c.transport.get_extra_info("peername") == me
+            ]  # fmt: skip
+            if mine:
+                break
+            time.sleep(0.05)
+        assert mine, "the server did not accept the connection"
+        mine[0].transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        s.sendall(b"GET /huge HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        started = time.monotonic()
+        while time.monotonic() - started < 60:  # bounded; ~4 s at this pace
+            chunk = s.recv(16384)
+            if not chunk:
+                break
+            got += chunk
+            head, sep, body = got.partition(b"\r\n\r\n")
+            if sep and len(body) >= size:
+                break
+            time.sleep(0.02)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.split(b"\r\n\r\n", 1)[1] == b"h" * size, f"cut off after {len(got)} bytes"
 
 
 def test_a_bad_pipelined_request_is_answered_after_the_ones_before_it(port):

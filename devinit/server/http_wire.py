@@ -51,10 +51,6 @@ log = logging.getLogger("devinit.http")
 MAX_BODY = 4 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # URL plus headers
 MAX_PIPELINED = 32  # complete requests waiting per connection before reading pauses
-# Open connections per listener: past it a new one is answered 503 and closed (a laptop's
-# clients need tens; each connection costs a file descriptor, and the stores need theirs).
-
-
 LINGER = 2.0  # seconds an ending connection keeps reading (and dropping) what the client sends
 _LINGER_BYTES = 64 << 20  # and how much of it at most
 
@@ -105,6 +101,7 @@ class _Protocol(asyncio.Protocol):
         self.pumping = False  # inside _pump(): requests that finish there do not re-enter it
         self.paused = False  # reading paused: too many requests queued, or the client reads slowly
         self.write_blocked = False  # the transport's write buffer is over its high-water mark
+        self.unsent_at_sweep = 0  # the write buffer's size at the last idle sweep (shrinking: the client reads)
         self.failed = False  # the connection is ending (an answer that closes it is out or queued): ignore the rest
         self.lingering = 0  # > 0: half-closed, dropping what still arrives (counts it)
         self.last_active = 0.0
@@ -494,9 +491,15 @@ class _Protocol(asyncio.Protocol):
 
     def close_if_idle(self, now: float, idle_timeout: float) -> None:
         transport = self.transport
-        if transport is None or self.busy or now - self.last_active <= idle_timeout:
+        if transport is None or self.busy:
             return
-        if self.write_blocked or transport.get_write_buffer_size():
+        unsent = transport.get_write_buffer_size()
+        if unsent < self.unsent_at_sweep:
+            self.last_active = now  # the client reads, if slowly: resume_writing may be far off
+        self.unsent_at_sweep = unsent
+        if now - self.last_active <= idle_timeout:
+            return
+        if self.write_blocked or unsent:
             # Answers wait and the client has not read for the whole timeout: close() would wait
             # for the buffer to drain, which never comes; drop it (and the requests queued).
             log.debug("closing an HTTP connection whose client has not read its answers for %gs", idle_timeout)
