@@ -22,7 +22,7 @@ from dapr.proto import api_v1, common_v1
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from devinit.errors import ApiError
-from devinit.server.inspector_api import EXPORT_BUDGET, MAX_TICKETS, TICKET_SECONDS, Tickets
+from devinit.server.inspector_api import EXPORT_BUDGET, MAX_TICKETS, MAX_USED_TICKETS, TICKET_SECONDS, Tickets
 from support import DevinitServer, write_component
 
 R = "/devinit/v1/"
@@ -418,6 +418,29 @@ def test_a_ticket_expires():
         assert e.value.error_code == "ERR_TICKET_INVALID"
     assert len(tickets.kept) == 1  # the expired are forgotten
     tickets.redeem(fresh)
+
+
+def test_a_used_ticket_cannot_be_hidden_by_using_more():
+    """Whoever redeemed the page's ticket first holds the token, and could get and use up more
+    tickets: the page's ticket must still be told "used" (the warning to change the token), not
+    "unknown". Used tickets are never pushed out by new ones; past MAX_USED_TICKETS within a
+    ticket's life no new ticket is given (429), until they expire."""
+    now = [1000.0]
+    tickets = Tickets(clock=lambda: now[0])
+    pages = tickets.issue()
+    tickets.redeem(pages)  # taken by someone else
+    for _ in range(MAX_USED_TICKETS - 1):
+        tickets.redeem(tickets.issue())
+    with pytest.raises(ApiError) as e:
+        tickets.redeem(pages)
+    assert e.value.error_code == "ERR_TICKET_USED"
+    with pytest.raises(ApiError) as e:
+        tickets.issue()
+    assert e.value.error_code == "ERR_TOO_MANY_TICKETS" and e.value.http_status == 429
+    assert "wait a minute" in e.value.message
+    now[0] += TICKET_SECONDS
+    tickets.redeem(tickets.issue())  # the used ones expired: tickets again
+    assert len(tickets.used) == 1
 
 
 def test_live_feed_sees_http_and_grpc_calls(c: httpx.Client, srv: DevinitServer, tag: str):

@@ -69,7 +69,8 @@ MAX_CURSOR = 4096  # characters of a cursor given back to us
 EXPORT_BUDGET = 4 * 1024 * 1024
 _EXPORT_LISTINGS = 12  # listings per export page at most: 1000 halved down to 1, and two more
 TICKET_SECONDS = 60.0  # a ticket's life: devinit ui opens the browser at once
-MAX_TICKETS = 16  # tickets remembered (outstanding, or used within their life); the oldest go first
+MAX_TICKETS = 16  # outstanding tickets kept; a new one pushes out the oldest
+MAX_USED_TICKETS = 256  # used tickets remembered within their life; past it no new ticket is given
 MAX_TICKET_CHARS = 128  # a ticket given back to us (ours are 43)
 
 _API_HEADERS = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"), (b"X-Content-Type-Options", b"nosniff")]
@@ -198,22 +199,35 @@ class Tickets:
     only for ``TICKET_SECONDS``; whoever redeems it first gets the token, and the page that
     comes second says so (``ERR_TICKET_USED``: the token must be taken as known, restart the
     server with a new one). Only a caller that holds the token gets tickets, so they give
-    nothing new to anyone but the page. At most ``MAX_TICKETS`` are kept (outstanding, or
-    used and remembered until they would have expired, to tell "used" from "unknown"); a new
-    one pushes out the oldest. The comparison is constant-time over every ticket kept.
+    nothing new to anyone but the page. At most ``MAX_TICKETS`` outstanding are kept (a new
+    one pushes out the oldest). Used tickets are remembered until they would have expired, to
+    tell "used" from "unknown", and are never pushed out by new ones (else whoever took a
+    ticket could hide it by using up more): past ``MAX_USED_TICKETS`` within a ticket's life,
+    no new ticket is given (429) until they expire. The comparison is constant-time over every
+    ticket kept.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.kept: list[_Ticket] = []  # oldest first
+        self.kept: list[_Ticket] = []  # outstanding, oldest first
+        self.used: list[_Ticket] = []  # used, until they would have expired
 
     def _drop_expired(self) -> None:
         now = self.clock()
         self.kept = [t for t in self.kept if t.expires > now]
+        self.used = [t for t in self.used if t.expires > now]
 
     def issue(self) -> str:
         """A new ticket, valid for ``TICKET_SECONDS``, once."""
         self._drop_expired()
+        if len(self.used) >= MAX_USED_TICKETS:
+            raise ApiError(
+                "ERR_TOO_MANY_TICKETS",
+                f"{len(self.used)} tickets were used within the last {TICKET_SECONDS:g} s, the most devinit remembers: "
+                "wait a minute and run devinit ui again",
+                429,
+                "RESOURCE_EXHAUSTED",
+            )
         ticket = secrets.token_urlsafe(32)
         self.kept.append(_Ticket(ticket.encode("ascii"), self.clock() + TICKET_SECONDS))
         del self.kept[:-MAX_TICKETS]
@@ -228,7 +242,7 @@ class Tickets:
         self._drop_expired()
         given = ticket.encode("utf-8", "surrogatepass")
         found = None
-        for t in self.kept:  # every ticket compared, each in constant time: no early exit
+        for t in (*self.kept, *self.used):  # every ticket compared, each in constant time: no early exit
             if hmac.compare_digest(given, t.value):
                 found = t
         if found is None:
@@ -248,6 +262,8 @@ class Tickets:
                 "PERMISSION_DENIED",
             )
         found.used = True
+        self.kept.remove(found)
+        self.used.append(found)
 
 
 @dataclass(slots=True)
