@@ -214,6 +214,8 @@ def _init(
         # The apps' data: a folder only its owner can enter (SQLite creates the file 0644, and
         # a home folder may be 0755), as the setup record and the component file are 0600.
         db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.name == "posix" and db.parent.stat().st_mode & 0o077:
+            db.parent.chmod(0o700)  # a folder an older devinit made 0755: mkdir leaves it as it is
         new.sqlite_db = str(db)
         values = {"connectionString": str(db)}
         template = "statestore-sqlite"

@@ -174,6 +174,8 @@ def test_init_status_uninstall_end_to_end(home: Home) -> None:
 
 def test_no_docker_falls_back_to_sqlite(home: Home) -> None:
     h = home
+    (h.data / "data").mkdir(parents=True)
+    (h.data / "data").chmod(0o755)  # as an older devinit left it: init makes it owner-only
     p = h.run(*h.init_args(), env=NO_DOCKER)
     assert p.returncode == 0, p.stdout + p.stderr
     notes = [line for line in p.stdout.splitlines() if "Docker is not reachable" in line]
