@@ -42,8 +42,15 @@ class Server:
     """A state server to talk to, and how it was found (for messages)."""
 
     port: int
-    found_by: str
+    how: str  # how it was found
     token: str | None = None
+    guessed: bool = False  # a port we fell back on: a message about it names the apps' servers too
+
+    @property
+    def found_by(self) -> str:
+        """How it was found, for a message about a server that does not answer (the run records
+        are read only then, not on every command)."""
+        return self.how + _run_servers() if self.guessed else self.how
 
     @property
     def url(self) -> str:
@@ -67,11 +74,9 @@ def find_server(home: Path | None = None, http_port: int | None = None) -> Serve
     if env:
         if not env.isdigit() or not 0 < int(env) < 65536:
             raise UsageError(f"DAPR_HTTP_PORT={env!r} is not a port number. Fix it, or pass --http-port")
-        return Server(int(env), "DAPR_HTTP_PORT" + _run_servers(), token)
+        return Server(int(env), "DAPR_HTTP_PORT", token, guessed=True)
     return Server(
-        DEFAULT_PORT,
-        f"the default port {DEFAULT_PORT} (no server started by 'devinit init' for this home){_run_servers()}",
-        token,
+        DEFAULT_PORT, f"the default port {DEFAULT_PORT} (no server started by 'devinit init' for this home)", token, guessed=True
     )
 
 
