@@ -160,8 +160,9 @@ def test_server_resets_provoked_by_the_client_are_counted() -> None:
         h2.frame(h2.PRIORITY, 0, 1, bytes(5)),
         h2.frame(0x42, 0, 0, b"x"),  # an unknown type
         h2.frame(h2.GOAWAY, 0, 0, bytes(8)),
+        h2.frame(h2.WINDOW_UPDATE, 0, 0, (1).to_bytes(4, "big")),  # with no call in flight to send for
     ],
-    ids=["ping", "empty-settings", "settings", "priority", "unknown", "goaway"],
+    ids=["ping", "empty-settings", "settings", "priority", "unknown", "goaway", "window-update"],
 )
 def test_a_flood_of_frames_that_ask_for_no_call_ends_the_connection(flood: bytes) -> None:
     limits = Limits()

@@ -20,7 +20,7 @@ that is not gRPC (another content type) gets HTTP 415. Limits (``Limits``, h2_co
 connection (REFUSED_STREAM past it), 64 KiB of request headers (that call fails with
 RESOURCE_EXHAUSTED / 431), 32 MiB of unfinished requests per connection and 32 MiB of answers
 waiting for its flow-control window (RESOURCE_EXHAUSTED; 5 minutes without a byte out: GOAWAY),
-2,000 streams reset in 10 s and 1,000 PING / SETTINGS / PRIORITY / empty frames in a row
+2,000 streams reset in 10 s and 1,000 PING / SETTINGS / PRIORITY / WINDOW_UPDATE / empty frames in a row
 without a new call (both GOAWAY ENHANCE_YOUR_CALM), a preface within 10 s and a call at least
 every 5 minutes; at most ``listener_cap.connection_cap()`` connections (past it GOAWAY
 ENHANCE_YOUR_CALM at once, logged). Handlers run without a Task (``drive.Driven``). Graceful stop: GOAWAY at once (no new calls),

@@ -71,7 +71,7 @@ class Limits:
     max_unsent: int = 32 << 20
     max_empty_data: int = 16  # empty DATA frames without END_STREAM on one stream: reset past it
     max_resets: int = 2000  # streams reset (by either side) within reset_window: GOAWAY ENHANCE_YOUR_CALM past it
-    # frames that ask for no call (PING, SETTINGS, PRIORITY, empty DATA, unknown types) in a run
+    # frames that ask for no call (PING, SETTINGS, PRIORITY, empty DATA, unknown types, WINDOW_UPDATE with nothing in flight) in a run
     # without a new stream: GOAWAY ENHANCE_YOUR_CALM past it (clients send a few between calls)
     max_idle_frames: int = 1000
     reset_window: float = 10.0
@@ -575,7 +575,7 @@ class H2Connection:
             if self.opened == self.idle_mark:
                 raise ProtocolFault(
                     ENHANCE_YOUR_CALM,
-                    f"over {self.limits.max_idle_frames} PING, SETTINGS, PRIORITY or empty frames without a call",
+                    f"over {self.limits.max_idle_frames} PING, SETTINGS, PRIORITY, WINDOW_UPDATE or empty frames without a call",
                 )
             self.idle_mark = self.opened
             self.idle_frames = 1
@@ -630,6 +630,8 @@ class H2Connection:
         if stream_id == 0:
             if increment == 0:
                 raise ProtocolFault(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            if not self.streams:
+                self._no_call()  # nothing in flight to send: it asks for nothing (a client's flood)
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
                 raise ProtocolFault(FLOW_CONTROL_ERROR, "the connection window grew over 2^31-1")
