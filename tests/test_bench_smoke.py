@@ -144,3 +144,20 @@ def test_bench_fixture_startup_shape():
     published = {"http": {"p50_ms": 0.73, "p99_ms": 1.97}, "grpc": {"p50_ms": 0.57, "p99_ms": 1.65}}
     targets = {t["target"]: t for t in report.targets({"meta": {"rate": 1000}, "dapr_published": published, **result})}
     assert targets["devinit.testing: a state server starts in"]["value"] == r["start_ms"]
+
+
+def test_bench_ab_runs_two_checkouts_side_by_side(capsys):
+    """bench/ab.py (two checkouts, alternated): runs end to end and prints both ratios; here
+    the same checkout twice, so both servers answer every workload."""
+    need(bool(shutil.which("wrk") and shutil.which("h2load")), "wrk and h2load (apt-get install wrk nghttp2-client)")
+    from pathlib import Path
+
+    from bench.ab import main as ab_main
+
+    here = Path(__file__).resolve().parents[1]
+    assert ab_main([str(here), str(here), "--store", "memory", "--rounds", "1", "--duration", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: A http" in out
+    for kind in ("http", "grpc"):
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(f"{kind} GET"))
+        assert float(line.split("B/A")[1]) > 0, line
