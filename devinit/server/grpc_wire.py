@@ -166,16 +166,14 @@ class _Protocol(asyncio.Protocol):
         self.conn = H2Connection(self, server.limits, self.loop.time)
         self.paused = False
         self.closing = False
-        self.refused = False  # past the listener's max_connections: GOAWAY at once, never served
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         server = self.server
-        if server.cap.full(len(server.connections)):
-            self.refused = True
-            message, at_once = server.cap.refuse(len(server.connections), f"{server.host}:{server.port}", self.transport)
+        if not server.cap.admit(self):
+            message, at_once = server.cap.refuse(f"{server.host}:{server.port}", self.transport)
             self.conn.fail(ENHANCE_YOUR_CALM, message)  # after our SETTINGS
             self._flush()
             if at_once:
@@ -183,16 +181,10 @@ class _Protocol(asyncio.Protocol):
             else:
                 self._close_soon()  # so that the client reads the GOAWAY rather than a reset
             return
-        server.connections.add(self)
         self._flush()  # our SETTINGS
 
     def connection_lost(self, exc: Exception | None) -> None:
-        server = self.server
-        if self.refused:
-            server.cap.refused_closed()
-        else:
-            server.connections.discard(self)
-            server.cap.served_closed(len(server.connections))
+        self.server.cap.release(self)
         self.transport = None
         self.conn.connection_lost()
 
@@ -401,13 +393,13 @@ class GrpcServer:
         self, handler: Handler, route: Route, host: str, port: int, limits: Limits = LIMITS, max_connections: int | None = None
     ) -> None:
         self.handler = handler
-        self.cap = ListenerCap(log, "gRPC", "close idle clients (or share channels)", max_connections)
+        self.cap: ListenerCap[_Protocol] = ListenerCap(log, "gRPC", "close idle clients (or share channels)", max_connections)
         self.route = route
         self.host = host
         self.port = port
         self.limits = limits
         self.loop = asyncio.get_running_loop()
-        self.connections: set[_Protocol] = set()
+        self.connections = self.cap.connections  # served, open
         self.in_flight = 0
         self.stopping = False
         self._server: asyncio.base_events.Server | None = None

@@ -109,7 +109,6 @@ class _Protocol(asyncio.Protocol):
         self.head_fresh = False  # and it began in the chunk being parsed
         self.head_fed = 0  # bytes of the chunks that arrived wholly inside that head
         self.upgrading = False  # a request httptools will treat as an upgrade: served as HTTP/1.1
-        self.refused = False  # past the listener's max_connections: answered 503, never served
         self._reset()
 
     def _reset(self) -> None:
@@ -126,24 +125,17 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # a stream server hands out Transports
         self.last_active = self.loop.time()
         server = self.server
-        if server.cap.full(len(server.connections)):
-            self.refused = True
-            message, at_once = server.cap.refuse(len(server.connections), f"{server.host}:{server.port}", self.transport)
+        if not server.cap.admit(self):
+            message, at_once = server.cap.refuse(f"{server.host}:{server.port}", self.transport)
             self._write(server.error_response(503, message), _CLOSE, False, None)
             if at_once:
                 self.transport.close()  # refused in a burst: no lingering for each
             else:
                 self._close()  # lingering, so that the client reads the 503 rather than a reset
             return
-        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        server = self.server
-        if self.refused:
-            server.cap.refused_closed()
-        else:
-            server.connections.discard(self)
-            server.cap.served_closed(len(server.connections))
+        self.server.cap.release(self)
         self.transport = None
         self.queue.clear()
 
@@ -527,14 +519,14 @@ class H1Server:
     ) -> None:
         self.handler = handler
         self.cors = cors
-        self.cap = ListenerCap(log, "HTTP", "close idle clients (or reuse connections)", max_connections)
+        self.cap: ListenerCap[_Protocol] = ListenerCap(log, "HTTP", "close idle clients (or reuse connections)", max_connections)
         self.screen = screen
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
         self.backlog = backlog
         self.error_response = error_response
-        self.connections: set[_Protocol] = set()
+        self.connections = self.cap.connections  # served, open
         self.in_flight = 0
         self.stopping = False
         self.loop = asyncio.get_running_loop()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Generic, TypeVar
 
 MAX_CONNECTIONS = 1024
+T = TypeVar("T")
+
 MAX_LINGERING = 64  # refused connections lingering at once; past it, closed at once
 
 
@@ -28,26 +31,32 @@ def connection_cap() -> int:
     return max(16, min(MAX_CONNECTIONS, soft // 4))
 
 
-class ListenerCap:
-    """How many connections one listener serves at once, and the refusals past that."""
+class ListenerCap(Generic[T]):
+    """The connections one listener serves (``connections``, at most ``limit``), and the
+    refusals past that."""
 
     def __init__(self, log: logging.Logger, kind: str, advice: str, limit: int | None = None) -> None:
         self.log = log
         self.kind = kind  # "HTTP" / "gRPC", for the message
         self.advice = advice  # what a client should do, for the message
         self.limit = connection_cap() if limit is None else limit
+        self.connections: set[T] = set()  # served, open
         self.refusing = False  # at the cap, and said so in the log
         self.lingering = 0  # refused connections not closed yet
 
-    def full(self, open_connections: int) -> bool:
-        return open_connections >= self.limit
+    def admit(self, conn: T) -> bool:
+        """Serve ``conn`` (True), or not: the listener is at its cap (then ``refuse`` it)."""
+        if len(self.connections) >= self.limit:
+            return False
+        self.connections.add(conn)
+        return True
 
-    def refuse(self, open_connections: int, where: str, transport: asyncio.BaseTransport) -> tuple[str, bool]:
-        """Count a refused connection: (why, for the client; whether to close it at once
-        rather than linger). ``where`` is the listener's host:port."""
+    def refuse(self, where: str, transport: asyncio.BaseTransport) -> tuple[str, bool]:
+        """Count a connection ``admit`` turned away: (why, for the client; whether to close it
+        at once rather than linger). ``where`` is the listener's host:port."""
         self.lingering += 1
         message = (
-            f"{open_connections} {self.kind} connections are open on {where}, the most devinit serves at once: "
+            f"{len(self.connections)} {self.kind} connections are open on {where}, the most devinit serves at once: "
             f"{self.advice} and retry"
         )
         if not self.refusing:
@@ -55,10 +64,11 @@ class ListenerCap:
             self.log.warning("refusing a connection from %s: %s", transport.get_extra_info("peername"), message)
         return message, self.lingering > MAX_LINGERING
 
-    def refused_closed(self) -> None:
-        self.lingering -= 1
-
-    def served_closed(self, open_connections: int) -> None:
-        """A served connection ended: below the cap again, the next refusal is logged again."""
-        if self.refusing and open_connections < self.limit:
+    def release(self, conn: T) -> None:
+        """``conn`` ended, served or refused; below the cap again, the next refusal is logged again."""
+        if conn not in self.connections:
+            self.lingering -= 1  # one that was refused
+            return
+        self.connections.discard(conn)
+        if self.refusing and len(self.connections) < self.limit:
             self.refusing = False
