@@ -410,22 +410,17 @@ def test_dapr_run_flags_devinit_has_no_use_for_are_ignored_with_a_line(rh: RunHo
 
 def test_the_app_id_defaults_to_the_folders_name(rh: RunHome, tmp_path: Path) -> None:
     comps, db = sqlite_components(tmp_path)
-    folder = tmp_path / "my-service"
-    folder.mkdir()
-    out = rh.cli("run", "-d", str(comps), "--", sys.executable, str(PROBE), "--save", "k=1", cwd=folder)
-    assert out.returncode == 0, out.stderr
-    assert "no --app-id given: using 'my-service'" in out.stderr
-    assert sqlite_value(db, "my-service||k") == b'"1"'
-    out = rh.cli("run", "-a", "bad||id", "-d", str(comps), "--", sys.executable, str(PROBE))
-    assert out.returncode == 1 and "is not a usable app id" in out.stderr
     # a folder's name with spaces (common on macOS and Windows) gives a usable id, not an error
     # about an --app-id the user never gave
-    spaced = tmp_path / "My Service"
-    spaced.mkdir()
-    out = rh.cli("run", "-d", str(comps), "--", sys.executable, str(PROBE), "--save", "k=2", cwd=spaced)
-    assert out.returncode == 0, out.stderr
-    assert "no --app-id given: using 'My-Service'" in out.stderr
-    assert sqlite_value(db, "My-Service||k") == b'"2"'
+    for name, app_id, value in (("my-service", "my-service", "1"), ("My Service", "My-Service", "2")):
+        folder = tmp_path / name
+        folder.mkdir()
+        out = rh.cli("run", "-d", str(comps), "--", sys.executable, str(PROBE), "--save", f"k={value}", cwd=folder)
+        assert out.returncode == 0, out.stderr
+        assert f"no --app-id given: using '{app_id}'" in out.stderr
+        assert sqlite_value(db, f"{app_id}||k") == f'"{value}"'.encode()
+    out = rh.cli("run", "-a", "bad||id", "-d", str(comps), "--", sys.executable, str(PROBE))
+    assert out.returncode == 1 and "is not a usable app id" in out.stderr
 
 
 def test_a_command_that_does_not_exist(rh: RunHome, tmp_path: Path) -> None:
